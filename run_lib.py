@@ -1,0 +1,427 @@
+"""Train, evaluate and sample from a config: the only module that reads a ConfigDict.
+
+Workdir layout: config.json, checkpoints/ (orbax), metrics.jsonl, tb/, samples/*.npz,
+plots/*.png, eval/summary.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import datasets
+import evaluation
+import losses
+import models
+import sampling
+import sde_lib
+
+MODES = ("train", "eval", "sample", "all")
+
+
+# --- building objects from a config ---------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """Everything built from a config, before anything is compiled."""
+
+  config: ml_collections.ConfigDict
+  sde: sde_lib.SDE
+  target: Any
+  model: Any
+  model_score_fn: Callable
+  optimizer: Any
+  train_step: Callable
+  shape: tuple[int, ...]  # one example's shape
+
+
+def _kwargs(group: ml_collections.ConfigDict, drop: tuple[str, ...] = ()) -> dict:
+  return {k: v for k, v in group.to_dict().items() if k not in drop}
+
+
+def _positive_int(group: str, cfg, field: str) -> int:
+  value = cfg[field]
+  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    raise ValueError(f"{group}.{field}={value!r} must be a positive integer.")
+  return value
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the fields the library does not check itself, before anything is compiled.
+
+  Raises:
+    ValueError: naming the field, its value and what is allowed.
+  """
+  tr = config.training
+  for f in ("batch_size", "n_iters", "log_freq", "snapshot_freq"):
+    _positive_int("training", tr, f)
+  if tr.snapshot_freq % tr.log_freq:
+    raise ValueError(f"training.snapshot_freq={tr.snapshot_freq} must be a multiple of "
+                     f"training.log_freq={tr.log_freq}.")
+  n_dev = jax.device_count()
+  if tr.batch_size % n_dev:
+    raise ValueError(f"training.batch_size={tr.batch_size} must be divisible by the device count {n_dev}.")
+  ev = config.eval
+  for f in ("n_samples", "n_floor_pairs", "n_trajectory_samples", "score_error_samples"):
+    _positive_int("eval", ev, f)
+  if not isinstance(ev.n_trajectory, int) or ev.n_trajectory < 0:
+    raise ValueError(f"eval.n_trajectory={ev.n_trajectory!r} must be an integer >= 0.")
+
+
+def build(config: ml_collections.ConfigDict) -> Experiment:
+  """Builds SDE, target, model, loss, optimizer and train step from `config`."""
+  validate(config)
+  sde = sde_lib.get_sde(**config.sde)
+  target = datasets.get_dataset(**config.data)
+  score_keys = ("parameterization", "conditioning", "input_scaling")
+  model = models.get_model(**_kwargs(config.model, drop=score_keys))
+  model_score_fn = models.get_score_fn(sde, model, **{k: config.model[k] for k in score_keys})
+  loss_fn = losses.get_sde_loss_fn(sde, model_score_fn, **config.loss)
+  optimizer = losses.get_optimizer(total_steps=config.training.n_iters, **config.optim)
+  train_step = losses.get_train_step_fn(loss_fn, optimizer, ema_rate=config.training.ema_rate,
+                                        ema_warmup=config.training.ema_warmup)
+  # Build (not run) the sampler once so bad sampling fields fail here.
+  sampling.get_sampler(sde, (1, target.dim), **config.sampling)
+  return Experiment(config, sde, target, model, model_score_fn, optimizer, train_step, (target.dim,))
+
+
+# --- workdir, logging, checkpoints ----------------------------------------------------
+
+class MetricWriter:
+  """Appends JSON lines to metrics.jsonl and scalars to TensorBoard (tb/)."""
+
+  def __init__(self, workdir: str):
+    self._path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    try:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+    except ImportError:  # pragma: no cover - tensorboardX is in requirements.txt
+      logging.warning("tensorboardX not installed; skipping TensorBoard events.")
+
+  def write(self, step: int, kind: str, scalars: dict) -> None:
+    record = {"step": int(step), "kind": kind, **{k: float(v) for k, v in scalars.items()}}
+    with open(self._path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(f"{kind}/{k}", float(v), int(step))
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str, kind: str | None = None) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return [r for r in rows if kind is None or r.get("kind") == kind]
+
+
+def checkpoint_manager(workdir: str, snapshot_freq: int) -> ocp.CheckpointManager:
+  """Keeps the latest two checkpoints plus every multiple of `snapshot_freq`."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=2, keep_period=snapshot_freq, create=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+
+
+def _state_dict(state: losses.TrainState) -> dict:
+  return {"step": state.step, "params": state.params, "ema_params": state.ema_params,
+          "opt_state": state.opt_state}
+
+
+def restore_state(mngr: ocp.CheckpointManager, init_state: losses.TrainState) -> losses.TrainState:
+  """The latest checkpoint restored onto `init_state`'s structure and shardings, or init_state."""
+  step = mngr.latest_step()
+  if step is None:
+    return init_state
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_dict(init_state))
+  restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  return losses.TrainState(**restored)
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+class _Progress:
+  """A progress bar on a terminal, plain log lines otherwise."""
+
+  def __init__(self, total: int, start: int):
+    self.total, self.start, self.t0 = total, start, time.time()
+    self.tty = sys.stderr.isatty()
+
+  def update(self, step: int, loss: float) -> float:
+    done = step - self.start
+    rate = done / max(time.time() - self.t0, 1e-9)
+    eta = (self.total - step) / max(rate, 1e-9)
+    msg = f"step {step}/{self.total}  loss {loss:.4f}  {rate:.0f} steps/s  ETA {eta:.0f}s"
+    if self.tty:
+      width = 30
+      filled = int(width * step / self.total)
+      sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {msg}")
+      sys.stderr.flush()
+      if step >= self.total:
+        sys.stderr.write("\n")
+    else:
+      logging.info(msg)
+    return rate
+
+
+# --- training -------------------------------------------------------------------------
+
+def make_mesh() -> Mesh:
+  """A 1-D ("data",) mesh over all devices of all hosts."""
+  return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def _root_keys(seed: int) -> dict:
+  names = ("init", "train", "data", "sample", "eval")
+  return dict(zip(names, jax.random.split(jax.random.key(seed), len(names))))
+
+
+def get_multi_step_fn(exp: Experiment, n_steps: int, mesh: Mesh) -> Callable:
+  """jit of `n_steps` train steps in one lax.scan; batches drawn on device, sharded on "data".
+
+  The batch for step s is target.sample(fold_in(data_key, s)), so a resumed run sees the
+  same data as an uninterrupted one. The state is donated and replicated.
+  """
+  batch_sharding = NamedSharding(mesh, P("data"))
+  replicated = NamedSharding(mesh, P())
+  B = exp.config.training.batch_size
+
+  def multi_step(state, data_key, train_key):
+    def body(state, _):
+      batch = exp.target.sample(jax.random.fold_in(data_key, state.step), B)
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+      return exp.train_step(state, batch, train_key)
+
+    return jax.lax.scan(body, state, None, length=n_steps)
+
+  return jax.jit(multi_step, in_shardings=(replicated, replicated, replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def init_state(exp: Experiment, key: jax.Array) -> losses.TrainState:
+  params = models.init_params(key, exp.model, (1,) + exp.shape)
+  return losses.init_train_state(params, exp.optimizer)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> losses.TrainState:
+  """Trains (or resumes) to config.training.n_iters; checkpoints every snapshot_freq and at the end."""
+  exp = build(config)
+  os.makedirs(workdir, exist_ok=True)
+  _write_config(config, workdir)
+  tr = config.training
+  mesh = make_mesh()
+  keys = _root_keys(config.seed)
+  replicated = NamedSharding(mesh, P())
+  state = jax.device_put(init_state(exp, keys["init"]), replicated)
+  mngr = checkpoint_manager(workdir, tr.snapshot_freq)
+  state = restore_state(mngr, state)
+  start = int(state.step)
+  if start >= tr.n_iters:
+    logging.info("Training already finished at step %d (n_iters=%d).", start, tr.n_iters)
+    return state
+  if start:
+    logging.info("Resuming from step %d.", start)
+  writer = MetricWriter(workdir)
+  steps_fns: dict[int, Callable] = {}
+  progress = _Progress(tr.n_iters, start)
+  t_compile = None
+  while int(state.step) < tr.n_iters:
+    step = int(state.step)
+    n = min(tr.log_freq - step % tr.log_freq, tr.n_iters - step)
+    if n not in steps_fns:
+      t0 = time.time()
+      steps_fns[n] = get_multi_step_fn(exp, n, mesh).lower(state, keys["data"], keys["train"]).compile()
+      t_compile = time.time() - t0 if t_compile is None else t_compile
+    state, metrics = steps_fns[n](state, keys["data"], keys["train"])
+    step = step + n
+    loss = float(jnp.mean(metrics["loss"]))
+    rate = progress.update(step, loss)
+    writer.write(step, "train", {"loss": loss, "grad_norm": float(jnp.mean(metrics["grad_norm"])),
+                                 "steps_per_s": rate})
+    if step % tr.snapshot_freq == 0 or step == tr.n_iters:
+      mngr.save(step, args=ocp.args.StandardSave(_state_dict(state)))
+  mngr.wait_until_finished()
+  writer.write(int(state.step), "train_summary", {"compile_s": t_compile or 0.0})
+  writer.close()
+  return state
+
+
+# --- evaluation -------------------------------------------------------------------------
+
+def load_state(exp: Experiment, workdir: str) -> losses.TrainState:
+  """The latest checkpoint in workdir (ValueError if there is none)."""
+  mngr = checkpoint_manager(workdir, exp.config.training.snapshot_freq)
+  if mngr.latest_step() is None:
+    raise ValueError(f"--workdir={workdir!r} holds no checkpoint; run with --mode=train first.")
+  return restore_state(mngr, init_state(exp, _root_keys(exp.config.seed)["init"]))
+
+
+def _sample_fns(exp: Experiment, n: int, **extra) -> tuple[Callable, Callable, int]:
+  """Jitted samplers with the model (params as an argument) and with the oracle score."""
+  sampler = sampling.get_sampler(exp.sde, (n,) + exp.shape, **exp.config.sampling, **extra)
+  model_fn = jax.jit(lambda key, params: sampler(key, functools.partial(exp.model_score_fn, params)))
+  oracle_fn = jax.jit(lambda key: sampler(key, exp.target.score_fn(exp.sde)))
+  return model_fn, oracle_fn
+
+
+def sample(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Draws eval.n_samples samples with the trained model; writes samples/samples_<step>.npz."""
+  exp = build(config)
+  state = load_state(exp, workdir)
+  model_fn, _ = _sample_fns(exp, config.eval.n_samples)
+  x, nfe = model_fn(_root_keys(config.seed)["sample"], state.ema_params)
+  os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+  path = os.path.join(workdir, "samples", f"samples_{int(state.step)}.npz")
+  np.savez(path, model=np.asarray(x), nfe=int(nfe))
+  return {"path": path, "nfe": int(nfe)}
+
+
+def _sample_metrics(key, x, references: list, target) -> dict:
+  """Metrics of samples x against the truth. Energy distance and sliced Wasserstein are
+  means over the independent reference sets, as the floor is a mean over pairs of sets:
+  one reference set alone leaves the V-statistic with a spread of about half its mean."""
+  ed = [float(evaluation.energy_distance(x, r)) for r in references]
+  sw = [float(evaluation.sliced_wasserstein(jax.random.fold_in(key, i), x, r))
+        for i, r in enumerate(references)]
+  out = {"energy_distance": float(np.mean(ed)), "energy_distance_values": ed,
+         "sliced_wasserstein": float(np.mean(sw))}
+  out.update({k: float(v) for k, v in evaluation.mean_cov_error(x, target.mean(), target.cov()).items()})
+  return out
+
+
+def _floors(key, exp: Experiment, n: int) -> dict:
+  ev = exp.config.eval
+  sample_fn = jax.jit(exp.target.sample, static_argnums=1)
+  key_ed, key_sw, key_x = jax.random.split(key, 3)
+  ed = evaluation.metric_floor(key_ed, sample_fn, n, lambda k, a, b: evaluation.energy_distance(a, b),
+                               n_pairs=ev.n_floor_pairs)
+  sw = evaluation.metric_floor(key_sw, sample_fn, n, evaluation.sliced_wasserstein, n_pairs=ev.n_floor_pairs)
+  expected = evaluation.energy_distance_expected_floor(sample_fn(key_x, n), n, n)
+  return {"energy_distance": float(ed["mean"]), "energy_distance_std": float(ed["std"]),
+          "energy_distance_expected": float(expected), "sliced_wasserstein": float(sw["mean"])}
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Samples with the trained model and the oracle, compares both with the truth, plots.
+
+  Writes eval/summary.json, samples/eval_<step>.npz and plots/*.png; returns the summary.
+  """
+  exp = build(config)
+  ev = config.eval
+  state = load_state(exp, workdir)
+  step = int(state.step)
+  keys = _root_keys(config.seed)
+  key_sample, key_ref, key_floor, key_metric, key_score = jax.random.split(keys["eval"], 5)
+  timings = {}
+  model_fn, oracle_fn = _sample_fns(exp, ev.n_samples)
+  t0 = time.time()
+  x_model, nfe = jax.block_until_ready(model_fn(key_sample, state.ema_params))
+  timings["sample_model_s"] = time.time() - t0
+  references = [exp.target.sample(k, ev.n_samples) for k in jax.random.split(key_ref, ev.n_floor_pairs)]
+  summary = {"step": step, "n_samples": ev.n_samples, "nfe": int(nfe),
+             "sampler": config.sampling.to_dict(),
+             "model": _sample_metrics(key_metric, x_model, references, exp.target)}
+  arrays = {"model": np.asarray(x_model), "reference": np.asarray(references[0])}
+  if ev.oracle:
+    t0 = time.time()
+    x_oracle, _ = jax.block_until_ready(oracle_fn(key_sample))
+    timings["sample_oracle_s"] = time.time() - t0
+    summary["oracle"] = _sample_metrics(key_metric, x_oracle, references, exp.target)
+    arrays["oracle"] = np.asarray(x_oracle)
+  t0 = time.time()
+  summary["floor"] = _floors(key_floor, exp, ev.n_samples)
+  summary["energy_ratio"] = summary["model"]["energy_distance"] / summary["floor"]["energy_distance"]
+  if ev.oracle:
+    summary["oracle_energy_ratio"] = summary["oracle"]["energy_distance"] / summary["floor"]["energy_distance"]
+  score_fn = functools.partial(exp.model_score_fn, state.ema_params)
+  err = evaluation.score_error(key_score, score_fn, exp.target.score_fn(exp.sde), exp.sde,
+                               exp.target.sample, n=ev.score_error_samples)
+  summary["score_error"] = {"weighted_mse": err["weighted_mse"], "relative": err["relative"]}
+  timings["metrics_s"] = time.time() - t0
+  summary["timings"] = timings
+  _write_eval_outputs(exp, workdir, state, summary, arrays)
+  return summary
+
+
+def _write_eval_outputs(exp: Experiment, workdir: str, state, summary: dict, arrays: dict) -> None:
+  step = summary["step"]
+  for sub in ("eval", "samples", "plots"):
+    os.makedirs(os.path.join(workdir, sub), exist_ok=True)
+  np.savez(os.path.join(workdir, "samples", f"eval_{step}.npz"), **arrays)
+  with open(os.path.join(workdir, "eval", "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  writer = MetricWriter(workdir)
+  flat = {"energy_distance": summary["model"]["energy_distance"], "energy_ratio": summary["energy_ratio"],
+          "energy_floor": summary["floor"]["energy_distance"], "nfe": summary["nfe"],
+          "score_weighted_mse": summary["score_error"]["weighted_mse"]}
+  writer.write(step, "eval", flat)
+  writer.close()
+  if exp.config.eval.plots:
+    write_plots(exp, workdir, state, arrays)
+
+
+def write_plots(exp: Experiment, workdir: str, state, arrays: dict) -> None:
+  """Samples over the true density, reverse trajectories, score fields, loss curve."""
+  import plotting  # matplotlib only when plotting
+
+  ev = exp.config.eval
+  plots = os.path.join(workdir, "plots")
+  plotting.plot_samples(os.path.join(plots, "samples.png"), exp.target,
+                        {k: arrays[k] for k in ("model", "oracle", "reference") if k in arrays})
+  if ev.n_trajectory:
+    model_fn, _ = _sample_fns(exp, ev.n_trajectory_samples, n_trajectory=ev.n_trajectory)
+    _, _, traj = model_fn(_root_keys(exp.config.seed)["sample"], state.ema_params)
+    eps = exp.config.sampling.eps
+    ts = np.linspace(exp.sde.T, eps, exp.sde.N + 1)[np.minimum(
+        np.arange(1, ev.n_trajectory + 1) * -(-exp.sde.N // ev.n_trajectory), exp.sde.N)]
+    plotting.plot_trajectories(os.path.join(plots, "trajectories.png"), exp.target, np.asarray(traj), ts)
+  T = exp.sde.T
+  score_fns = {"model": functools.partial(exp.model_score_fn, state.ema_params),
+               "exact": exp.target.score_fn(exp.sde)}
+  plotting.plot_score_field(os.path.join(plots, "score_field.png"), exp.target, score_fns,
+                            [0.01 * T, 0.1 * T, 0.3 * T, 0.6 * T])
+  rows = read_metrics(workdir, "train")
+  if rows:
+    plotting.plot_loss(os.path.join(plots, "loss.png"), [r["step"] for r in rows], [r["loss"] for r in rows])
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> dict:
+  """Entry point for run.py: mode in train | eval | sample | all."""
+  if mode not in MODES:
+    raise ValueError(f"--mode={mode!r} is unknown; valid: {list(MODES)}.")
+  build(config)  # every config error surfaces before any work
+  out = {}
+  if mode in ("train", "all"):
+    t0 = time.time()
+    train(config, workdir)
+    out["train_s"] = time.time() - t0
+  if mode == "sample":
+    out["sample"] = sample(config, workdir)
+  if mode in ("eval", "all"):
+    t0 = time.time()
+    out["eval"] = evaluate(config, workdir)
+    out["eval_s"] = time.time() - t0
+  return out
