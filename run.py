@@ -18,12 +18,19 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (default runs/<config file stem>).")
 flags.DEFINE_enum("mode", "all", ["train", "eval", "sample", "all"], "What to run.")
+flags.DEFINE_string("jax_cache_dir", os.path.expanduser("~/.cache/score_sde_jax"),
+                    "Persistent XLA compilation cache (reruns skip compiling); empty to disable.")
 flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
   del argv
+  import jax
   import run_lib
+
+  if FLAGS.jax_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
   config_path = config_flags.get_config_filename(FLAGS["config"])
   workdir = FLAGS.workdir or os.path.join("runs", pathlib.Path(config_path).stem)

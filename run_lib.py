@@ -226,8 +226,13 @@ def init_state(exp: Experiment, key: jax.Array) -> losses.TrainState:
   return losses.init_train_state(params, exp.optimizer)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> losses.TrainState:
-  """Trains (or resumes) to config.training.n_iters; checkpoints every snapshot_freq and at the end."""
+def train(config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None) -> losses.TrainState:
+  """Trains (or resumes) to config.training.n_iters; checkpoints every snapshot_freq and at the end.
+
+  `stop_after` ends this call (with a checkpoint) once the step reaches it, as a preemption
+  would; rerunning resumes with the same data and keys, so the result equals an
+  uninterrupted run.
+  """
   exp = build(config)
   os.makedirs(workdir, exist_ok=True)
   _write_config(config, workdir)
@@ -261,8 +266,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> losses.TrainState:
     rate = progress.update(step, loss)
     writer.write(step, "train", {"loss": loss, "grad_norm": float(jnp.mean(metrics["grad_norm"])),
                                  "steps_per_s": rate})
-    if step % tr.snapshot_freq == 0 or step == tr.n_iters:
+    stop = stop_after is not None and step >= stop_after
+    if step % tr.snapshot_freq == 0 or step == tr.n_iters or stop:
       mngr.save(step, args=ocp.args.StandardSave(_state_dict(state)))
+    if stop:
+      break
   mngr.wait_until_finished()
   writer.write(int(state.step), "train_summary", {"compile_s": t_compile or 0.0})
   writer.close()
@@ -340,7 +348,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.time()
   x_model, nfe = jax.block_until_ready(model_fn(key_sample, state.ema_params))
   timings["sample_model_s"] = time.time() - t0
-  references = [exp.target.sample(k, ev.n_samples) for k in jax.random.split(key_ref, ev.n_floor_pairs)]
+  sample_fn = jax.jit(exp.target.sample, static_argnums=1)
+  references = [sample_fn(k, ev.n_samples) for k in jax.random.split(key_ref, ev.n_floor_pairs)]
   summary = {"step": step, "n_samples": ev.n_samples, "nfe": int(nfe),
              "sampler": config.sampling.to_dict(),
              "model": _sample_metrics(key_metric, x_model, references, exp.target)}
@@ -358,7 +367,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     summary["oracle_energy_ratio"] = summary["oracle"]["energy_distance"] / summary["floor"]["energy_distance"]
   score_fn = functools.partial(exp.model_score_fn, state.ema_params)
   err = evaluation.score_error(key_score, score_fn, exp.target.score_fn(exp.sde), exp.sde,
-                               exp.target.sample, n=ev.score_error_samples)
+                               sample_fn, n=ev.score_error_samples)
   summary["score_error"] = {"weighted_mse": err["weighted_mse"], "relative": err["relative"]}
   timings["metrics_s"] = time.time() - t0
   summary["timings"] = timings
@@ -399,8 +408,8 @@ def write_plots(exp: Experiment, workdir: str, state, arrays: dict) -> None:
         np.arange(1, ev.n_trajectory + 1) * -(-exp.sde.N // ev.n_trajectory), exp.sde.N)]
     plotting.plot_trajectories(os.path.join(plots, "trajectories.png"), exp.target, np.asarray(traj), ts)
   T = exp.sde.T
-  score_fns = {"model": functools.partial(exp.model_score_fn, state.ema_params),
-               "exact": exp.target.score_fn(exp.sde)}
+  score_fns = {"model": jax.jit(functools.partial(exp.model_score_fn, state.ema_params)),
+               "exact": jax.jit(exp.target.score_fn(exp.sde))}
   plotting.plot_score_field(os.path.join(plots, "score_field.png"), exp.target, score_fns,
                             [0.01 * T, 0.1 * T, 0.3 * T, 0.6 * T])
   rows = read_metrics(workdir, "train")
