@@ -211,7 +211,9 @@ class VESDE(SDE):
     sigmas = self.discrete_sigmas()
     i = self.discrete_index(t)
     prev = jnp.where(i == 0, self.sigma_min, sigmas[jnp.maximum(i - 1, 0)])
-    return jnp.zeros_like(x), jnp.sqrt(sigmas[i] ** 2 - prev**2)
+    # (s - p)(s + p), not s^2 - p^2: at i = 0, s == p and s - p is exactly 0, whereas XLA may
+    # contract s^2 - p^2 into an FMA whose result is +-1e-12, and sqrt of the negative is NaN.
+    return jnp.zeros_like(x), jnp.sqrt(jnp.maximum((sigmas[i] - prev) * (sigmas[i] + prev), 0.0))
 
 
 @dataclasses.dataclass(frozen=True)
