@@ -86,8 +86,17 @@ def get_optimizer(*, lr: float = 2e-3, warmup_steps: int = 100, schedule: str = 
   """
   if schedule not in SCHEDULES:
     raise ValueError(f"optim.schedule={schedule!r} is unknown; valid: {list(SCHEDULES)}.")
-  if not lr > 0:
-    raise ValueError(f"optim.lr={lr!r} must be > 0.")
+  checks = [("lr", lr, lr > 0, "must be > 0"),
+            ("warmup_steps", warmup_steps, isinstance(warmup_steps, int) and warmup_steps >= 0, "must be an integer >= 0"),
+            ("final_lr_ratio", final_lr_ratio, 0.0 <= final_lr_ratio <= 1.0, "must lie in [0, 1]"),
+            ("grad_clip", grad_clip, grad_clip >= 0, "must be >= 0 (0 disables clipping)"),
+            ("beta1", beta1, 0.0 <= beta1 < 1.0, "must lie in [0, 1)"),
+            ("beta2", beta2, 0.0 <= beta2 < 1.0, "must lie in [0, 1)"),
+            ("eps", eps, eps > 0, "must be > 0"),
+            ("weight_decay", weight_decay, weight_decay >= 0, "must be >= 0")]
+  for name, value, ok, allowed in checks:
+    if not ok:
+      raise ValueError(f"optim.{name}={value!r} {allowed}.")
   warmup = optax.linear_schedule(0.0, lr, max(warmup_steps, 1))
   decay_steps = max(total_steps - warmup_steps, 1)
   if schedule == "constant":

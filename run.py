@@ -40,14 +40,38 @@ def main(argv):
       lambda record: record.levelno >= pylogging.WARNING or "orbax" not in record.pathname)
   try:
     out = run_lib.run(FLAGS.config, workdir, FLAGS.mode)
-  except ValueError as e:
+  except ValueError as e:  # bad input: one line, no traceback
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except run_lib.Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(0)
+  except run_lib.TrainingDiverged as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   if "eval" in out:
     ev = out["eval"]
     print(f"energy distance {ev['model']['energy_distance']:.3e} = {ev['energy_ratio']:.2f}x floor "
           f"({ev['floor']['energy_distance']:.3e}); nfe {ev['nfe']}; summary in {workdir}/eval/summary.json")
 
 
+def parse_flags(argv):
+  """absl flag parsing with one-line errors (a missing or broken config file, a bad override)."""
+  try:
+    rest = FLAGS(argv)
+    FLAGS.config.keys()  # config_flags defers a file's load error until first access
+    return rest
+  except Exception as e:  # absl and config_flags raise several types; none needs a traceback
+    message = " ".join(str(e).split())
+    inner = e.args[0] if e.args else None
+    if isinstance(e, (AttributeError, KeyError)) and isinstance(inner, KeyError):
+      # An override naming a field the config does not have (the config is locked).
+      field = str(inner).strip("\"'")
+      args = [a for a in argv if a.startswith("--config.") and field in a]
+      message = f"{args[0] if args else field}: unknown config field {field!r}; the config file defines the fields"
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

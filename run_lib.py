@@ -6,11 +6,13 @@ plots/*.png, eval/summary.json.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
-import math
 import os
+import signal
 import sys
 import time
 from typing import Any, Callable
@@ -66,12 +68,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: naming the field, its value and what is allowed.
   """
+  if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
+    raise ValueError(f"seed={config.seed!r} must be an integer >= 0.")
   tr = config.training
-  for f in ("batch_size", "n_iters", "log_freq", "snapshot_freq"):
+  for f in ("batch_size", "n_iters", "log_freq", "checkpoint_freq", "snapshot_freq"):
     _positive_int("training", tr, f)
-  if tr.snapshot_freq % tr.log_freq:
-    raise ValueError(f"training.snapshot_freq={tr.snapshot_freq} must be a multiple of "
-                     f"training.log_freq={tr.log_freq}.")
+  for f in ("checkpoint_freq", "snapshot_freq"):
+    if tr[f] % tr.log_freq:
+      raise ValueError(f"training.{f}={tr[f]} must be a multiple of training.log_freq={tr.log_freq}.")
   n_dev = jax.device_count()
   if tr.batch_size % n_dev:
     raise ValueError(f"training.batch_size={tr.batch_size} must be divisible by the device count {n_dev}.")
@@ -139,7 +143,7 @@ def read_metrics(workdir: str, kind: str | None = None) -> list[dict]:
 def checkpoint_manager(workdir: str, snapshot_freq: int) -> ocp.CheckpointManager:
   """Keeps the latest two checkpoints plus every multiple of `snapshot_freq`."""
   options = ocp.CheckpointManagerOptions(max_to_keep=2, keep_period=snapshot_freq, create=True,
-                                         enable_async_checkpointing=False)
+                                         enable_async_checkpointing=False, cleanup_tmp_directories=True)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
 
 
@@ -149,18 +153,119 @@ def _state_dict(state: losses.TrainState) -> dict:
 
 
 def restore_state(mngr: ocp.CheckpointManager, init_state: losses.TrainState) -> losses.TrainState:
-  """The latest checkpoint restored onto `init_state`'s structure and shardings, or init_state."""
-  step = mngr.latest_step()
-  if step is None:
-    return init_state
+  """The newest readable checkpoint restored onto `init_state`'s structure and shardings.
+
+  An unreadable newest checkpoint (partly written, corrupted) is skipped with a warning and
+  the previous one is used. Returns init_state only when there is no checkpoint at all.
+
+  Raises:
+    ValueError: checkpoints exist but none can be read.
+  """
+  steps = sorted(mngr.all_steps(), reverse=True)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_dict(init_state))
-  restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-  return losses.TrainState(**restored)
+  errors = []
+  for step in steps:
+    try:
+      restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+      state = losses.TrainState(**restored)
+      if not _all_finite(state.params):
+        raise ValueError("non-finite parameters")
+    except Exception as e:  # orbax raises many types for a damaged checkpoint
+      errors.append(f"step {step}: {type(e).__name__}: {str(e)[:200]}")
+      logging.warning("Checkpoint at step %d is unreadable (%s); falling back to an older one.", step, errors[-1])
+      continue
+    if errors:
+      logging.warning("Resuming from checkpoint at step %d.", step)
+    return state
+  if steps:
+    raise ValueError(f"no readable checkpoint in {mngr.directory}: " + "; ".join(errors))
+  return init_state
+
+
+def _all_finite(tree) -> bool:
+  return bool(all(jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)))
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  with open(os.path.join(workdir, "config.json"), "w") as f:
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(path + ".tmp", path)  # never a half-written config.json
+
+
+# Fields that define what a checkpoint holds or how it was trained: changing them on resume
+# would silently mix two experiments. Others (n_iters, logging, sampling, eval) may change.
+RUN_DEFINING = ("seed", "sde", "data", "model", "loss", "optim", "training.batch_size",
+                "training.ema_rate", "training.ema_warmup")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+  return out
+
+
+def check_resume_compatible(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Compares config with the workdir's config.json when checkpoints exist.
+
+  Raises:
+    ValueError: listing every run-defining field that differs, and how to start fresh.
+  """
+  path = os.path.join(workdir, "config.json")
+  ckpt = os.path.join(workdir, "checkpoints")
+  if not (os.path.exists(path) and os.path.isdir(ckpt) and os.listdir(ckpt)):
+    return
+  with open(path) as f:
+    old = _flatten(json.load(f))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  diffs = [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
+           for k in sorted(set(old) | set(new)) if k.startswith(RUN_DEFINING) and old.get(k) != new.get(k)]
+  if diffs:
+    raise ValueError(f"--workdir={workdir!r} holds checkpoints of a different run; differing fields: "
+                     + "; ".join(diffs) + ". To start fresh, pass a new --workdir or delete "
+                     f"{ckpt} (keep config.json only if you want to compare).")
+
+
+_HELD_LOCKS: dict[str, list] = {}
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """An exclusive lock on workdir/.lock, so two processes never write one workdir.
+
+  Uses flock, which the kernel drops when the holder dies (even by SIGKILL), so there are
+  no stale locks. Re-entrant within one process.
+
+  Raises:
+    ValueError: another process holds the lock.
+  """
+  key = os.path.abspath(workdir)
+  if key in _HELD_LOCKS:
+    _HELD_LOCKS[key][1] += 1
+    try:
+      yield
+    finally:
+      _HELD_LOCKS[key][1] -= 1
+    return
+  f = open(os.path.join(workdir, ".lock"), "a+")
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.close()
+    raise ValueError(f"--workdir={workdir!r} is in use by another process (lock {key}/.lock).") from None
+  f.seek(0), f.truncate(), f.write(f"{os.getpid()}\n"), f.flush()
+  _HELD_LOCKS[key] = [f, 1]
+  try:
+    yield
+  finally:
+    if _HELD_LOCKS[key][1] == 1:
+      del _HELD_LOCKS[key]
+      fcntl.flock(f, fcntl.LOCK_UN)
+      f.close()
+    else:
+      _HELD_LOCKS[key][1] -= 1
 
 
 class _Progress:
@@ -226,54 +331,122 @@ def init_state(exp: Experiment, key: jax.Array) -> losses.TrainState:
   return losses.init_train_state(params, exp.optimizer)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None) -> losses.TrainState:
-  """Trains (or resumes) to config.training.n_iters; checkpoints every snapshot_freq and at the end.
+class TrainingDiverged(RuntimeError):
+  """Raised when the loss or the parameters become non-finite; nothing non-finite is saved."""
 
-  `stop_after` ends this call (with a checkpoint) once the step reaches it, as a preemption
-  would; rerunning resumes with the same data and keys, so the result equals an
-  uninterrupted run.
+
+class Preempted(RuntimeError):
+  """Raised after SIGTERM / SIGINT once a checkpoint of the current step is written."""
+
+
+class _SignalFlag:
+  """Catches SIGTERM and SIGINT during training; the loop checks `.signum` between calls."""
+
+  def __init__(self):
+    self.signum, self._old = None, {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def _first_nonfinite(metrics) -> int | None:
+  bad = ~(np.isfinite(np.asarray(metrics["loss"])) & np.isfinite(np.asarray(metrics["grad_norm"])))
+  return int(np.argmax(bad)) if bad.any() else None
+
+
+def _truncate_metrics(workdir: str, after_step: int) -> None:
+  """Drops train records past `after_step` (written before a crash, redone after resuming)."""
+  rows = read_metrics(workdir)
+  keep = [r for r in rows if not (r["kind"].startswith("train") and r["step"] > after_step)]
+  if len(keep) != len(rows):
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in keep)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, stop_after: int | None = None,
+          mesh: Mesh | None = None) -> losses.TrainState:
+  """Trains (or resumes) to config.training.n_iters.
+
+  Checkpoints every `checkpoint_freq` steps (the latest two are kept), keeps every
+  `snapshot_freq`-th for good, and saves at the end. SIGTERM / SIGINT save the current step
+  and raise `Preempted`; `stop_after` stops the same way without a signal. Rerunning
+  resumes with the same data and keys, so the result equals an uninterrupted run.
+
+  Raises:
+    ValueError: a bad config, or a workdir trained with an incompatible config.
+    TrainingDiverged: non-finite loss or parameters (the last good checkpoint is kept).
+    Preempted: after a signal, once the checkpoint is written.
   """
   exp = build(config)
   os.makedirs(workdir, exist_ok=True)
-  _write_config(config, workdir)
-  tr = config.training
-  mesh = make_mesh()
-  keys = _root_keys(config.seed)
-  replicated = NamedSharding(mesh, P())
-  state = jax.device_put(init_state(exp, keys["init"]), replicated)
+  with workdir_lock(workdir):
+    check_resume_compatible(config, workdir)
+    _write_config(config, workdir)
+    mesh = mesh or make_mesh()
+    return _train_loop(exp, workdir, mesh, stop_after)
+
+
+def _train_loop(exp: Experiment, workdir: str, mesh: Mesh, stop_after: int | None) -> losses.TrainState:
+  tr, keys = exp.config.training, _root_keys(exp.config.seed)
+  state = jax.device_put(init_state(exp, keys["init"]), NamedSharding(mesh, P()))
   mngr = checkpoint_manager(workdir, tr.snapshot_freq)
   state = restore_state(mngr, state)
-  start = int(state.step)
+  start = last_saved = int(state.step)
   if start >= tr.n_iters:
     logging.info("Training already finished at step %d (n_iters=%d).", start, tr.n_iters)
     return state
   if start:
     logging.info("Resuming from step %d.", start)
-  writer = MetricWriter(workdir)
+  _truncate_metrics(workdir, start)
+  writer, progress = MetricWriter(workdir), _Progress(tr.n_iters, start)
   steps_fns: dict[int, Callable] = {}
-  progress = _Progress(tr.n_iters, start)
   t_compile = None
-  while int(state.step) < tr.n_iters:
-    step = int(state.step)
-    n = min(tr.log_freq - step % tr.log_freq, tr.n_iters - step)
-    if n not in steps_fns:
-      t0 = time.time()
-      steps_fns[n] = get_multi_step_fn(exp, n, mesh).lower(state, keys["data"], keys["train"]).compile()
-      t_compile = time.time() - t0 if t_compile is None else t_compile
-    state, metrics = steps_fns[n](state, keys["data"], keys["train"])
-    step = step + n
-    loss = float(jnp.mean(metrics["loss"]))
-    rate = progress.update(step, loss)
-    writer.write(step, "train", {"loss": loss, "grad_norm": float(jnp.mean(metrics["grad_norm"])),
-                                 "steps_per_s": rate})
-    stop = stop_after is not None and step >= stop_after
-    if step % tr.snapshot_freq == 0 or step == tr.n_iters or stop:
-      mngr.save(step, args=ocp.args.StandardSave(_state_dict(state)))
-    if stop:
-      break
-  mngr.wait_until_finished()
+  with _SignalFlag() as signals:
+    while int(state.step) < tr.n_iters:
+      step = int(state.step)
+      n = min(tr.log_freq - step % tr.log_freq, tr.n_iters - step)
+      if n not in steps_fns:
+        t0 = time.time()
+        steps_fns[n] = get_multi_step_fn(exp, n, mesh).lower(state, keys["data"], keys["train"]).compile()
+        t_compile = time.time() - t0 if t_compile is None else t_compile
+      state, metrics = steps_fns[n](state, keys["data"], keys["train"])
+      bad = _first_nonfinite(metrics)
+      if bad is not None or not _all_finite(state.params):
+        writer.close()
+        at = step + 1 + (bad or n - 1)
+        raise TrainingDiverged(
+            f"non-finite loss or gradients at step {at}; nothing was saved after step {last_saved} "
+            f"(last good checkpoint: {os.path.join(workdir, 'checkpoints', str(last_saved)) if last_saved else 'none'}). "
+            "Lower optim.lr or raise optim.warmup_steps, then rerun to resume from it.")
+      step += n
+      loss = float(np.mean(np.asarray(metrics["loss"])))
+      rate = progress.update(step, loss)
+      writer.write(step, "train", {"loss": loss, "grad_norm": float(np.mean(np.asarray(metrics["grad_norm"]))),
+                                   "steps_per_s": rate})
+      stop = (stop_after is not None and step >= stop_after) or signals.signum is not None
+      if step % tr.checkpoint_freq == 0 or step % tr.snapshot_freq == 0 or step == tr.n_iters or stop:
+        mngr.save(step, args=ocp.args.StandardSave(_state_dict(state)))
+        mngr.wait_until_finished()
+        last_saved = step
+      if stop:
+        break
   writer.write(int(state.step), "train_summary", {"compile_s": t_compile or 0.0})
   writer.close()
+  if signals.signum is not None:
+    raise Preempted(f"preempted at step {int(state.step)}; rerun the same command to resume")
   return state
 
 
@@ -418,19 +591,28 @@ def write_plots(exp: Experiment, workdir: str, state, arrays: dict) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> dict:
-  """Entry point for run.py: mode in train | eval | sample | all."""
+  """Entry point for run.py: mode in train | eval | sample | all.
+
+  Raises:
+    ValueError: bad mode or config (before anything is compiled or written).
+    TrainingDiverged, Preempted: see `train`.
+  """
   if mode not in MODES:
     raise ValueError(f"--mode={mode!r} is unknown; valid: {list(MODES)}.")
   build(config)  # every config error surfaces before any work
+  if mode in ("eval", "sample") and not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise ValueError(f"--workdir={workdir!r} holds no checkpoint; run with --mode=train first.")
+  os.makedirs(workdir, exist_ok=True)
   out = {}
-  if mode in ("train", "all"):
-    t0 = time.time()
-    train(config, workdir)
-    out["train_s"] = time.time() - t0
-  if mode == "sample":
-    out["sample"] = sample(config, workdir)
-  if mode in ("eval", "all"):
-    t0 = time.time()
-    out["eval"] = evaluate(config, workdir)
-    out["eval_s"] = time.time() - t0
+  with workdir_lock(workdir):
+    if mode in ("train", "all"):
+      t0 = time.time()
+      train(config, workdir)
+      out["train_s"] = time.time() - t0
+    if mode == "sample":
+      out["sample"] = sample(config, workdir)
+    if mode in ("eval", "all"):
+      t0 = time.time()
+      out["eval"] = evaluate(config, workdir)
+      out["eval_s"] = time.time() - t0
   return out

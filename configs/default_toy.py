@@ -29,7 +29,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
       beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0))
 
   config.training = ml_collections.ConfigDict(dict(
-      batch_size=512, n_iters=5000, log_freq=250, snapshot_freq=2500,
+      batch_size=512, n_iters=5000, log_freq=250, checkpoint_freq=1000, snapshot_freq=2500,
       ema_rate=0.999, ema_warmup=True))
 
   # PC sampler. On 2-D targets the corrector is `ald` (x-independent Langevin steps):

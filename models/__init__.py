@@ -42,7 +42,10 @@ def get_model(name: str, **kwargs) -> nn.Module:
   for k in kwargs:
     if k not in fields:
       raise ValueError(f"model.{k} is not a field of {cls.__name__}; allowed fields: {sorted(fields)}.")
-  return cls(**kwargs)
+  model = cls(**kwargs)
+  if hasattr(model, "validate"):
+    model.validate()
+  return model
 
 
 def init_params(key: Array, model: nn.Module, shape: tuple[int, ...]) -> dict:

@@ -23,6 +23,16 @@ class MLP(nn.Module):
   embed_dim: int = 32
   fourier_scale: float = 4.0
 
+  def validate(self) -> None:
+    """Raises ValueError for out-of-range fields (called by models.get_model)."""
+    checks = [("hidden", self.hidden, self.hidden >= 1, "an integer >= 1"),
+              ("depth", self.depth, self.depth >= 0, "an integer >= 0"),
+              ("embed_dim", self.embed_dim, self.embed_dim >= 2 and self.embed_dim % 2 == 0, "an even integer >= 2"),
+              ("fourier_scale", self.fourier_scale, self.fourier_scale > 0, "> 0")]
+    for name, value, ok, allowed in checks:
+      if not ok:
+        raise ValueError(f"model.{name}={value!r} must be {allowed}.")
+
   @nn.compact
   def __call__(self, x: jax.Array, c: jax.Array, train: bool = False) -> jax.Array:
     del train  # no dropout or batch statistics here

@@ -27,6 +27,7 @@ def tiny(config, n_iters=20):
   config.training.n_iters = n_iters
   config.training.log_freq = 10
   config.training.snapshot_freq = 10
+  config.training.checkpoint_freq = 10
   config.training.batch_size = 64
   config.sde.N = 20
   config.eval.n_samples = 400
@@ -111,7 +112,7 @@ def test_run_py_flags_and_clean_error(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   args = [sys.executable, os.path.join(ROOT, "run.py"), "--config=" + os.path.join(ROOT, "configs/ve_gmm.py"),
           f"--workdir={tmp_path / 'w'}", "--mode=train", "--config.training.n_iters=10",
-          "--config.training.log_freq=5", "--config.training.snapshot_freq=5",
+          "--config.training.log_freq=5", "--config.training.snapshot_freq=5", "--config.training.checkpoint_freq=5",
           "--config.training.batch_size=32"]
   done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
