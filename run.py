@@ -15,11 +15,25 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
+
+
+def _env_int(name):
+  value = os.environ.get(name)
+  return int(value) if value else None
+
+
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (default runs/<config file stem>).")
 flags.DEFINE_enum("mode", "all", ["train", "eval", "sample", "all"], "What to run.")
 flags.DEFINE_string("jax_cache_dir", os.path.expanduser("~/.cache/score_sde_jax"),
                     "Persistent XLA compilation cache (reruns skip compiling); empty to disable.")
+flags.DEFINE_bool("multihost", False, "Join a multi-process run with jax.distributed.initialize.")
+flags.DEFINE_string("coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS"),
+                    "host:port of process 0 (default $JAX_COORDINATOR_ADDRESS, else auto-detected).")
+flags.DEFINE_integer("num_processes", _env_int("JAX_NUM_PROCESSES"),
+                     "Number of processes (default $JAX_NUM_PROCESSES, else auto-detected).")
+flags.DEFINE_integer("process_id", _env_int("JAX_PROCESS_ID"),
+                     "This process's id (default $JAX_PROCESS_ID, else auto-detected).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -28,6 +42,14 @@ def main(argv):
   import jax
   import run_lib
 
+  if FLAGS.multihost:
+    # Unset fields are auto-detected by JAX on SLURM, Open MPI, TPU pods and Kubernetes.
+    kwargs = {k: v for k, v in (("coordinator_address", FLAGS.coordinator_address),
+                                ("num_processes", FLAGS.num_processes),
+                                ("process_id", FLAGS.process_id)) if v is not None}
+    jax.distributed.initialize(**kwargs)
+    logging.info("Process %d of %d; %d local of %d devices.", jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), jax.device_count())
   if FLAGS.jax_cache_dir:
     jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

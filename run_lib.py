@@ -105,12 +105,20 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
 
 # --- workdir, logging, checkpoints ----------------------------------------------------
 
+def is_primary() -> bool:
+  """Only process 0 writes logs, plots and summaries; every process writes checkpoints."""
+  return jax.process_index() == 0
+
+
 class MetricWriter:
-  """Appends JSON lines to metrics.jsonl and scalars to TensorBoard (tb/)."""
+  """Appends JSON lines to metrics.jsonl and scalars to TensorBoard (tb/); no-op off process 0."""
 
   def __init__(self, workdir: str):
     self._path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
+    self._active = is_primary()
+    if not self._active:
+      return
     try:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, "tb"))
@@ -118,6 +126,8 @@ class MetricWriter:
       logging.warning("tensorboardX not installed; skipping TensorBoard events.")
 
   def write(self, step: int, kind: str, scalars: dict) -> None:
+    if not self._active:
+      return
     record = {"step": int(step), "kind": kind, **{k: float(v) for k, v in scalars.items()}}
     with open(self._path, "a") as f:
       f.write(json.dumps(record) + "\n")
@@ -187,6 +197,8 @@ def _all_finite(tree) -> bool:
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if not is_primary():
+    return
   path = os.path.join(workdir, "config.json")
   with open(path + ".tmp", "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
@@ -242,6 +254,9 @@ def workdir_lock(workdir: str):
     ValueError: another process holds the lock.
   """
   key = os.path.abspath(workdir)
+  if not is_primary():  # one writer per run: process 0 holds the lock for all hosts
+    yield
+    return
   if key in _HELD_LOCKS:
     _HELD_LOCKS[key][1] += 1
     try:
@@ -277,6 +292,8 @@ class _Progress:
 
   def update(self, step: int, loss: float) -> float:
     done = step - self.start
+    if not is_primary():
+      return done / max(time.time() - self.t0, 1e-9)
     rate = done / max(time.time() - self.t0, 1e-9)
     eta = (self.total - step) / max(rate, 1e-9)
     msg = f"step {step}/{self.total}  loss {loss:.4f}  {rate:.0f} steps/s  ETA {eta:.0f}s"
@@ -369,6 +386,8 @@ def _first_nonfinite(metrics) -> int | None:
 
 def _truncate_metrics(workdir: str, after_step: int) -> None:
   """Drops train records past `after_step` (written before a crash, redone after resuming)."""
+  if not is_primary():
+    return
   rows = read_metrics(workdir)
   keep = [r for r in rows if not (r["kind"].startswith("train") and r["step"] > after_step)]
   if len(keep) != len(rows):
@@ -460,11 +479,39 @@ def load_state(exp: Experiment, workdir: str) -> losses.TrainState:
   return restore_state(mngr, init_state(exp, _root_keys(exp.config.seed)["init"]))
 
 
-def _sample_fns(exp: Experiment, n: int, **extra) -> tuple[Callable, Callable, int]:
-  """Jitted samplers with the model (params as an argument) and with the oracle score."""
-  sampler = sampling.get_sampler(exp.sde, (n,) + exp.shape, **exp.config.sampling, **extra)
-  model_fn = jax.jit(lambda key, params: sampler(key, functools.partial(exp.model_score_fn, params)))
-  oracle_fn = jax.jit(lambda key: sampler(key, exp.target.score_fn(exp.sde)))
+def to_host(x: jax.Array) -> np.ndarray:
+  """A (possibly multi-host sharded) array as one numpy array on every host."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def _sample_fns(exp: Experiment, n: int, mesh: Mesh | None = None, **extra) -> tuple[Callable, Callable]:
+  """Jitted samplers with the model (params as an argument) and with the oracle score.
+
+  The sample batch is sharded on "data" across all devices. It is padded up to a multiple of
+  the device count and cut back: sample i depends only on fold_in(key, i), so the first n
+  samples are the same on any number of devices.
+  """
+  mesh = mesh or make_mesh()
+  n_dev = mesh.devices.size
+  n_pad = -(-n // n_dev) * n_dev
+  sampler = sampling.get_sampler(exp.sde, (n_pad,) + exp.shape, **exp.config.sampling, **extra)
+  data = NamedSharding(mesh, P("data"))
+
+  def shard(out):  # (x, nfe) or (x, nfe, trajectory [K, B, ...])
+    x = jax.lax.with_sharding_constraint(out[0], data)[:n]
+    if len(out) == 2:
+      return x, out[1]
+    traj = jax.lax.with_sharding_constraint(out[2], NamedSharding(mesh, P(None, "data")))
+    return x, out[1], traj[:, :n]
+
+  replicated = NamedSharding(mesh, P())
+  model_jit = jax.jit(lambda key, params: shard(sampler(key, functools.partial(exp.model_score_fn, params))))
+  oracle_jit = jax.jit(lambda key: shard(sampler(key, exp.target.score_fn(exp.sde))))
+  model_fn = lambda key, params: model_jit(*jax.device_put((key, params), replicated))
+  oracle_fn = lambda key: oracle_jit(jax.device_put(key, replicated))
   return model_fn, oracle_fn
 
 
@@ -474,9 +521,11 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = load_state(exp, workdir)
   model_fn, _ = _sample_fns(exp, config.eval.n_samples)
   x, nfe = model_fn(_root_keys(config.seed)["sample"], state.ema_params)
-  os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+  x = to_host(x)
   path = os.path.join(workdir, "samples", f"samples_{int(state.step)}.npz")
-  np.savez(path, model=np.asarray(x), nfe=int(nfe))
+  if is_primary():
+    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+    np.savez(path, model=x, nfe=int(nfe))
   return {"path": path, "nfe": int(nfe)}
 
 
@@ -520,6 +569,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model_fn, oracle_fn = _sample_fns(exp, ev.n_samples)
   t0 = time.time()
   x_model, nfe = jax.block_until_ready(model_fn(key_sample, state.ema_params))
+  x_model = to_host(x_model)
   timings["sample_model_s"] = time.time() - t0
   sample_fn = jax.jit(exp.target.sample, static_argnums=1)
   references = [sample_fn(k, ev.n_samples) for k in jax.random.split(key_ref, ev.n_floor_pairs)]
@@ -530,6 +580,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if ev.oracle:
     t0 = time.time()
     x_oracle, _ = jax.block_until_ready(oracle_fn(key_sample))
+    x_oracle = to_host(x_oracle)
     timings["sample_oracle_s"] = time.time() - t0
     summary["oracle"] = _sample_metrics(key_metric, x_oracle, references, exp.target)
     arrays["oracle"] = np.asarray(x_oracle)
@@ -544,7 +595,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary["score_error"] = {"weighted_mse": err["weighted_mse"], "relative": err["relative"]}
   timings["metrics_s"] = time.time() - t0
   summary["timings"] = timings
-  _write_eval_outputs(exp, workdir, state, summary, arrays)
+  if is_primary():
+    _write_eval_outputs(exp, workdir, state, summary, arrays)
   return summary
 
 
@@ -579,7 +631,7 @@ def write_plots(exp: Experiment, workdir: str, state, arrays: dict) -> None:
     eps = exp.config.sampling.eps
     ts = np.linspace(exp.sde.T, eps, exp.sde.N + 1)[np.minimum(
         np.arange(1, ev.n_trajectory + 1) * -(-exp.sde.N // ev.n_trajectory), exp.sde.N)]
-    plotting.plot_trajectories(os.path.join(plots, "trajectories.png"), exp.target, np.asarray(traj), ts)
+    plotting.plot_trajectories(os.path.join(plots, "trajectories.png"), exp.target, to_host(traj), ts)
   T = exp.sde.T
   score_fns = {"model": jax.jit(functools.partial(exp.model_score_fn, state.ema_params)),
                "exact": jax.jit(exp.target.score_fn(exp.sde))}

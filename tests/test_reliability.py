@@ -225,3 +225,39 @@ def test_run_py_bad_input_exits_with_one_line(args, expected):
   assert done.returncode != 0
   assert expected in done.stderr, done.stderr[-2000:]
   assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_processes_over_loopback_match_single_process(tmp_path):
+  """Two CPU processes (2 fake devices each) joined by jax.distributed.initialize train 20 steps
+  and agree with one process on 4 devices (same global mesh size; tolerance float32 round-off)."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  args = ["--config.training.n_iters=20", "--config.training.log_freq=10", "--config.training.checkpoint_freq=10",
+          "--config.training.snapshot_freq=10", "--config.training.batch_size=64", "--config.model.hidden=16"]
+  base = [sys.executable, os.path.join(ROOT, "run.py"), "--config=" + os.path.join(ROOT, "configs/vp_gmm.py"),
+          "--mode=train", f"--jax_cache_dir={CACHE}", *args]
+  env2 = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  multi = str(tmp_path / "multi")
+  procs = [subprocess.Popen(base + [f"--workdir={multi}", "--multihost", f"--coordinator_address=127.0.0.1:{port}",
+                                    "--num_processes=2", f"--process_id={i}"],
+                            env=env2, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+  single = str(tmp_path / "single")
+  env4 = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  done = subprocess.run(base + [f"--workdir={single}"], env=env4, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  config = get_config("vp_gmm")
+  for arg in args:
+    key, value = arg[len("--config."):].split("=")
+    config[key.split(".")[0]][key.split(".")[1]] = int(value)
+  exp = run_lib.build(config)
+  a, b = run_lib.load_state(exp, multi), run_lib.load_state(exp, single)
+  assert int(a.step) == int(b.step) == 20
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+  # Only process 0 wrote logs.
+  assert len(run_lib.read_metrics(multi, "train")) == 2
