@@ -97,6 +97,7 @@ def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path, uninterrupted):
   _assert_same_state(_params(workdir), uninterrupted)
 
 
+@pytest.mark.slow
 def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
   workdir = str(tmp_path / "run")
   config = tiny(get_config("ve_gmm"), n_iters=30)
@@ -114,6 +115,7 @@ def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
   assert int(run_lib.train(config, workdir).step) == 30
 
 
+@pytest.mark.slow
 def test_all_checkpoints_unreadable_is_an_error_not_a_fresh_start(tmp_path):
   workdir = str(tmp_path / "run")
   config = tiny(get_config("ve_gmm"), n_iters=10)
@@ -125,6 +127,7 @@ def test_all_checkpoints_unreadable_is_an_error_not_a_fresh_start(tmp_path):
     run_lib.train(config, workdir)
 
 
+@pytest.mark.slow
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   workdir = str(tmp_path / "run")
   config = tiny(get_config("ve_gmm"), n_iters=20)
@@ -152,6 +155,7 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkeypatch
   _assert_same_state(run_lib.load_state(run_lib.build(config), workdir), good)
 
 
+@pytest.mark.slow
 def test_resume_with_changed_run_defining_fields_lists_them(tmp_path):
   workdir = str(tmp_path / "run")
   config = tiny(get_config("ve_gmm"), n_iters=10)
@@ -165,6 +169,7 @@ def test_resume_with_changed_run_defining_fields_lists_them(tmp_path):
   assert int(run_lib.train(config, workdir).step) == 20
 
 
+@pytest.mark.slow
 def test_second_process_cannot_take_the_workdir(tmp_path):
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
@@ -213,6 +218,7 @@ def test_bad_config_value_names_the_field(tmp_path, field, value):
   assert not os.path.exists(tmp_path / "w")  # nothing written, nothing compiled
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,expected", [
     (["--config=configs/missing.py"], "missing.py"),
     (["--config=configs/ve_gmm.py", "--config.sde.name=nope"], "sde.name='nope' is unknown"),

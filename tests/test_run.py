@@ -69,6 +69,7 @@ def test_few_step_run_writes_workdir_and_resumes(tmp_path):
   assert steps == [10, 20, 30, 40]
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
   config = tiny(get_config("vp_gmm"), n_iters=30)
   full = run_lib.train(config, str(tmp_path / "full"))
@@ -108,6 +109,7 @@ def test_eval_without_checkpoint_raises(tmp_path):
     run_lib.run(tiny(get_config("ve_gmm")), str(tmp_path / "empty"), "eval")
 
 
+@pytest.mark.slow
 def test_run_py_flags_and_clean_error(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   args = [sys.executable, os.path.join(ROOT, "run.py"), "--config=" + os.path.join(ROOT, "configs/ve_gmm.py"),
@@ -130,6 +132,7 @@ def test_every_config_runs_through_run_lib(tmp_path, name):
   assert np.isfinite(out["eval"]["model"]["energy_distance"])
 
 
+@pytest.mark.slow
 def test_training_on_4_devices_equals_1_device(tmp_path):
   """20 steps with the batch sharded over 4 fake devices give the parameters of 1 device.
 

@@ -40,9 +40,9 @@ def test_reverse_sde_with_oracle_recovers_mixture_moments(predictor, corrector):
 
 @pytest.mark.parametrize("predictor,corrector,n_steps,denoise,expected", [
     ("reverse_diffusion", "langevin", 1, True, 2 * 20 + 1),
-    ("euler_maruyama", "none", 1, False, 20),
-    ("ancestral_sampling", "ald", 2, True, 3 * 20 + 1),
-    ("none", "langevin", 3, False, 3 * 20)])
+    pytest.param("euler_maruyama", "none", 1, False, 20, marks=pytest.mark.slow),
+    pytest.param("ancestral_sampling", "ald", 2, True, 3 * 20 + 1, marks=pytest.mark.slow),
+    pytest.param("none", "langevin", 3, False, 3 * 20, marks=pytest.mark.slow)])
 def test_nfe_equals_independent_count(predictor, corrector, n_steps, denoise, expected):
   sde = sde_lib.VESDE(N=20)
   calls = []
