@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import datasets
 import evaluation
+import likelihood
 import losses
 import models
 import sampling
@@ -82,6 +83,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   ev = config.eval
   for f in ("n_samples", "n_floor_pairs", "n_trajectory_samples", "score_error_samples"):
     _positive_int("eval", ev, f)
+  if not isinstance(ev.nll_samples, int) or ev.nll_samples < 0:
+    raise ValueError(f"eval.nll_samples={ev.nll_samples!r} must be an integer >= 0 (0 skips the NLL).")
   if not isinstance(ev.n_trajectory, int) or ev.n_trajectory < 0:
     raise ValueError(f"eval.n_trajectory={ev.n_trajectory!r} must be an integer >= 0.")
 
@@ -98,8 +101,9 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   optimizer = losses.get_optimizer(total_steps=config.training.n_iters, **config.optim)
   train_step = losses.get_train_step_fn(loss_fn, optimizer, ema_rate=config.training.ema_rate,
                                         ema_warmup=config.training.ema_warmup)
-  # Build (not run) the sampler once so bad sampling fields fail here.
+  # Build (not run) the sampler and likelihood once so their bad fields fail here.
   sampling.get_sampler(sde, (1, target.dim), **config.sampling)
+  _likelihood_fn(sde, config)
   return Experiment(config, sde, target, model, model_score_fn, optimizer, train_step, (target.dim,))
 
 
@@ -542,6 +546,31 @@ def _sample_metrics(key, x, references: list, target) -> dict:
   return out
 
 
+def _likelihood_fn(sde: sde_lib.SDE, config: ml_collections.ConfigDict) -> Callable:
+  return likelihood.get_likelihood_fn(sde, **config.likelihood)
+
+
+def _nll_metrics(key, exp: Experiment, params, sample_fn) -> dict:
+  """Test-set NLL (nats per example) of the model and of the oracle score, by the
+  probability-flow ODE, against the true -log p_0 of the same points."""
+  n = exp.config.eval.nll_samples
+  key_x, key_nll, key_kl = jax.random.split(key, 3)
+  x = sample_fn(key_x, n)
+  nll_fn = _likelihood_fn(exp.sde, exp.config)
+  nll_model, _, nfe = nll_fn(key_nll, functools.partial(exp.model_score_fn, params), x)
+  nll_oracle, z_oracle, _ = nll_fn(key_nll, exp.target.score_fn(exp.sde), x)
+  true = -exp.target.log_prob(x)
+  mismatch = likelihood.prior_mismatch(exp.sde, exp.target.log_prob_fn(exp.sde), z_oracle)
+  mean = lambda v: float(jnp.mean(v))
+  return {"n": n, "nfe": int(nfe), "nll_model": mean(nll_model), "nll_oracle": mean(nll_oracle),
+          "nll_true": mean(true), "gap_model_true": mean(nll_model - true),
+          "gap_model_oracle": mean(nll_model - nll_oracle),
+          "gap_oracle_true": mean(nll_oracle - true),
+          "prior_mismatch": mean(mismatch),
+          "prior_kl": likelihood.prior_kl(key_kl, exp.sde, exp.target)["kl"],
+          "bits_per_dim_model": mean(likelihood.bits_per_dim(nll_model, exp.target.dim, data_range=None))}
+
+
 def _floors(key, exp: Experiment, n: int) -> dict:
   ev = exp.config.eval
   sample_fn = jax.jit(exp.target.sample, static_argnums=1)
@@ -594,6 +623,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                sample_fn, n=ev.score_error_samples)
   summary["score_error"] = {"weighted_mse": err["weighted_mse"], "relative": err["relative"]}
   timings["metrics_s"] = time.time() - t0
+  if ev.nll_samples:
+    t0 = time.time()
+    summary["likelihood"] = _nll_metrics(jax.random.fold_in(key_score, 1), exp, state.ema_params, sample_fn)
+    timings["likelihood_s"] = time.time() - t0
   summary["timings"] = timings
   if is_primary():
     _write_eval_outputs(exp, workdir, state, summary, arrays)
@@ -611,6 +644,8 @@ def _write_eval_outputs(exp: Experiment, workdir: str, state, summary: dict, arr
   flat = {"energy_distance": summary["model"]["energy_distance"], "energy_ratio": summary["energy_ratio"],
           "energy_floor": summary["floor"]["energy_distance"], "nfe": summary["nfe"],
           "score_weighted_mse": summary["score_error"]["weighted_mse"]}
+  if "likelihood" in summary:
+    flat.update({k: summary["likelihood"][k] for k in ("nll_model", "nll_oracle", "nll_true")})
   writer.write(step, "eval", flat)
   writer.close()
   if exp.config.eval.plots:

@@ -13,6 +13,6 @@ from configs.default_toy import get_default_configs
 
 def get_config():
   config = get_default_configs()
-  config.sde = ml_collections.ConfigDict(dict(name="ousde", B=1.0, R=1.0, T=5.0, N=1000))
+  config.sde = ml_collections.ConfigDict(dict(name="ousde", B=1.0, R=1.0, T=5.0, N=500))
   config.data = ml_collections.ConfigDict(dict(name="box1d", intervals=[[-2.0, -1.0], [1.0, 2.0]]))
   return config

@@ -12,5 +12,5 @@ from configs.default_toy import get_default_configs
 
 def get_config():
   config = get_default_configs()
-  config.sde = ml_collections.ConfigDict(dict(name="vpsde", beta_min=0.1, beta_max=20.0, N=1000))
+  config.sde = ml_collections.ConfigDict(dict(name="vpsde", beta_min=0.1, beta_max=20.0, N=500))
   return config

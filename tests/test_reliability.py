@@ -162,9 +162,9 @@ def test_resume_with_changed_run_defining_fields_lists_them(tmp_path):
   run_lib.train(config, workdir)
   config.model.hidden = 32
   config.sde.sigma_max = 60.0
-  with pytest.raises(ValueError, match=r"model.hidden: 64 -> 32.*sde.sigma_max: 50.0 -> 60.0.*new --workdir"):
+  with pytest.raises(ValueError, match=r"model.hidden: 64 -> 32.*sde.sigma_max: 100.0 -> 60.0.*new --workdir"):
     run_lib.train(config, workdir)
-  config.model.hidden, config.sde.sigma_max = 64, 50.0
+  config.model.hidden, config.sde.sigma_max = 64, 100.0
   config.training.n_iters = 20  # extending a run is allowed
   assert int(run_lib.train(config, workdir).step) == 20
 
