@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import datasets
+import ddpm  # registers the "ddpm" SDE and the "ddpm_ancestral" sampler
 import evaluation
 import likelihood
 import losses
@@ -81,8 +82,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if tr.batch_size % n_dev:
     raise ValueError(f"training.batch_size={tr.batch_size} must be divisible by the device count {n_dev}.")
   ev = config.eval
-  for f in ("n_samples", "n_floor_pairs", "n_trajectory_samples", "score_error_samples"):
+  for f in ("n_samples", "n_floor_pairs", "n_trajectory_samples", "score_error_samples", "sw_projections"):
     _positive_int("eval", ev, f)
+  if "vlb" in config:
+    _positive_int("vlb", config.vlb, "n_points")
   if not isinstance(ev.nll_samples, int) or ev.nll_samples < 0:
     raise ValueError(f"eval.nll_samples={ev.nll_samples!r} must be an integer >= 0 (0 skips the NLL).")
   if not isinstance(ev.n_trajectory, int) or ev.n_trajectory < 0:
@@ -94,10 +97,21 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   validate(config)
   sde = sde_lib.get_sde(**config.sde)
   target = datasets.get_dataset(**config.data)
-  score_keys = ("parameterization", "conditioning", "input_scaling")
-  model = models.get_model(**_kwargs(config.model, drop=score_keys))
-  model_score_fn = models.get_score_fn(sde, model, **{k: config.model[k] for k in score_keys})
-  loss_fn = losses.get_sde_loss_fn(sde, model_score_fn, **config.loss)
+  loss_name = config.loss.get("name", "sde")
+  if loss_name == "ddpm":  # discrete DDPM (ddpm.py): an eps-network conditioned on c = step / T
+    schedule = ddpm.schedule_of(sde)
+    model = models.get_model(**config.model)
+    model_score_fn = ddpm.get_model_score_fn(model, schedule)
+    loss_fn = ddpm.get_ddpm_loss_fn(schedule, ddpm.get_eps_fn(model, schedule), **_kwargs(config.loss, drop=("name",)))
+  elif loss_name == "sde":
+    score_keys = ("parameterization", "conditioning", "input_scaling")
+    model = models.get_model(**_kwargs(config.model, drop=score_keys))
+    model_score_fn = models.get_score_fn(sde, model, **{k: config.model[k] for k in score_keys})
+    loss_fn = losses.get_sde_loss_fn(sde, model_score_fn, **_kwargs(config.loss, drop=("name",)))
+  else:
+    raise ValueError(f"loss.name={loss_name!r} is unknown; valid: ['ddpm', 'sde'].")
+  if "vlb" in config:  # build (not run) the bound so bad vlb fields fail here
+    ddpm.get_vlb_fn(ddpm.schedule_of(sde), **_kwargs(config.vlb, drop=("n_points",)))
   optimizer = losses.get_optimizer(total_steps=config.training.n_iters, **config.optim)
   train_step = losses.get_train_step_fn(loss_fn, optimizer, ema_rate=config.training.ema_rate,
                                         ema_warmup=config.training.ema_warmup)
@@ -533,12 +547,12 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return {"path": path, "nfe": int(nfe)}
 
 
-def _sample_metrics(key, x, references: list, target) -> dict:
+def _sample_metrics(key, x, references: list, target, n_projections: int) -> dict:
   """Metrics of samples x against the truth. Energy distance and sliced Wasserstein are
   means over the independent reference sets, as the floor is a mean over pairs of sets:
   one reference set alone leaves the V-statistic with a spread of about half its mean."""
   ed = [float(evaluation.energy_distance(x, r)) for r in references]
-  sw = [float(evaluation.sliced_wasserstein(jax.random.fold_in(key, i), x, r))
+  sw = [float(evaluation.sliced_wasserstein(jax.random.fold_in(key, i), x, r, n_projections=n_projections))
         for i, r in enumerate(references)]
   out = {"energy_distance": float(np.mean(ed)), "energy_distance_values": ed,
          "sliced_wasserstein": float(np.mean(sw))}
@@ -577,7 +591,9 @@ def _floors(key, exp: Experiment, n: int) -> dict:
   key_ed, key_sw, key_x = jax.random.split(key, 3)
   ed = evaluation.metric_floor(key_ed, sample_fn, n, lambda k, a, b: evaluation.energy_distance(a, b),
                                n_pairs=ev.n_floor_pairs)
-  sw = evaluation.metric_floor(key_sw, sample_fn, n, evaluation.sliced_wasserstein, n_pairs=ev.n_floor_pairs)
+  sw = evaluation.metric_floor(
+      key_sw, sample_fn, n, functools.partial(evaluation.sliced_wasserstein, n_projections=ev.sw_projections),
+      n_pairs=ev.n_floor_pairs)
   expected = evaluation.energy_distance_expected_floor(sample_fn(key_x, n), n, n)
   return {"energy_distance": float(ed["mean"]), "energy_distance_std": float(ed["std"]),
           "energy_distance_expected": float(expected), "sliced_wasserstein": float(sw["mean"])}
@@ -604,14 +620,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   references = [sample_fn(k, ev.n_samples) for k in jax.random.split(key_ref, ev.n_floor_pairs)]
   summary = {"step": step, "n_samples": ev.n_samples, "nfe": int(nfe),
              "sampler": config.sampling.to_dict(),
-             "model": _sample_metrics(key_metric, x_model, references, exp.target)}
+             "model": _sample_metrics(key_metric, x_model, references, exp.target, ev.sw_projections)}
   arrays = {"model": np.asarray(x_model), "reference": np.asarray(references[0])}
   if ev.oracle:
     t0 = time.time()
     x_oracle, _ = jax.block_until_ready(oracle_fn(key_sample))
     x_oracle = to_host(x_oracle)
     timings["sample_oracle_s"] = time.time() - t0
-    summary["oracle"] = _sample_metrics(key_metric, x_oracle, references, exp.target)
+    summary["oracle"] = _sample_metrics(key_metric, x_oracle, references, exp.target, ev.sw_projections)
     arrays["oracle"] = np.asarray(x_oracle)
   t0 = time.time()
   summary["floor"] = _floors(key_floor, exp, ev.n_samples)
@@ -622,6 +638,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   err = evaluation.score_error(key_score, score_fn, exp.target.score_fn(exp.sde), exp.sde,
                                sample_fn, n=ev.score_error_samples)
   summary["score_error"] = {"weighted_mse": err["weighted_mse"], "relative": err["relative"]}
+  if "vlb" in config:
+    summary["vlb"] = _vlb_metrics(jax.random.fold_in(key_score, 2), exp, state)
   timings["metrics_s"] = time.time() - t0
   if ev.nll_samples:
     t0 = time.time()
@@ -631,6 +649,21 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if is_primary():
     _write_eval_outputs(exp, workdir, state, summary, arrays)
   return summary
+
+
+def _vlb_metrics(key, exp: Experiment, state) -> dict:
+  """The discrete model's variational bound (ddpm.get_vlb_fn, Ho et al. Eq. 5) on vlb.n_points fresh
+  points, with the model's eps and (eval.oracle) the exact eps, against the true NLL; nats and bits/dim."""
+  schedule = ddpm.schedule_of(exp.sde)
+  vlb_fn = ddpm.get_vlb_fn(schedule, **_kwargs(exp.config.vlb, drop=("n_points",)))
+  key_x, key_q = jax.random.split(key)
+  x0 = exp.target.sample(key_x, exp.config.vlb.n_points)
+  eps_fn = ddpm.get_eps_fn(exp.model, schedule)
+  model = jax.jit(lambda p, x: vlb_fn(key_q, functools.partial(eps_fn, p), x))(state.ema_params, x0)
+  oracle = None
+  if exp.config.eval.oracle:
+    oracle = jax.jit(lambda x: vlb_fn(key_q, ddpm.exact_eps_fn(exp.target, schedule), x))(x0)
+  return ddpm.vlb_summary(model, oracle=oracle, true_nll=-exp.target.log_prob(x0))
 
 
 def _write_eval_outputs(exp: Experiment, workdir: str, state, summary: dict, arrays: dict) -> None:
@@ -644,6 +677,8 @@ def _write_eval_outputs(exp: Experiment, workdir: str, state, summary: dict, arr
   flat = {"energy_distance": summary["model"]["energy_distance"], "energy_ratio": summary["energy_ratio"],
           "energy_floor": summary["floor"]["energy_distance"], "nfe": summary["nfe"],
           "score_weighted_mse": summary["score_error"]["weighted_mse"]}
+  if "vlb" in summary:
+    flat["vlb_bits_per_dim"] = summary["vlb"]["bits_per_dim"]
   if "likelihood" in summary:
     flat.update({k: summary["likelihood"][k] for k in ("nll_model", "nll_oracle", "nll_true")})
   writer.write(step, "eval", flat)
@@ -663,7 +698,7 @@ def write_plots(exp: Experiment, workdir: str, state, arrays: dict) -> None:
   if ev.n_trajectory:
     model_fn, _ = _sample_fns(exp, ev.n_trajectory_samples, n_trajectory=ev.n_trajectory)
     _, _, traj = model_fn(_root_keys(exp.config.seed)["sample"], state.ema_params)
-    eps = exp.config.sampling.eps
+    eps = exp.config.sampling.get("eps", 0.0)  # ancestral sampling ends at t = 0
     ts = np.linspace(exp.sde.T, eps, exp.sde.N + 1)[np.minimum(
         np.arange(1, ev.n_trajectory + 1) * -(-exp.sde.N // ev.n_trajectory), exp.sde.N)]
     plotting.plot_trajectories(os.path.join(plots, "trajectories.png"), exp.target, to_host(traj), ts)

@@ -48,5 +48,5 @@ def get_default_configs() -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict(dict(
       n_samples=10_000, n_floor_pairs=10, n_trajectory=50, n_trajectory_samples=256,
-      score_error_samples=2048, nll_samples=1000, oracle=True, plots=True))
+      score_error_samples=2048, nll_samples=1000, sw_projections=32, oracle=True, plots=True))
   return config
