@@ -465,9 +465,300 @@ def get_ode_encoder(sde: sde_lib.SDE, *, solver: str = "tsit5", rtol: float = 1e
 
 # --- end of the probability-flow ODE sampler -------------------------------------------
 
+# --- fast samplers: time schedules, DDIM, EDM Heun, DPM-Solver++ ---
+#
+# Few-step solvers for the reverse process of any linear SDE, written in the variables of its
+# perturbation kernel p_t(x | x0) = N(alpha_t x0, sigma_t^2 I): the Tweedie denoiser
+# x0_hat = (x + sigma_t^2 s) / alpha_t and eps_hat = -sigma_t s, the log-SNR
+# lambda_t = log(alpha_t / sigma_t) and sigma_edm = sigma_t / alpha_t = exp(-lambda_t). So one code
+# path serves VE, VP, sub-VP, OU and lambda-VE. Each grid point is a time t and every coefficient
+# is recomputed from t, so an inexact inverse t(lambda) (float32 bisection) moves a grid point
+# slightly but never makes a step inconsistent. All return (samples, nfe) with the exact count and
+# accept an optional starting point: sampler(key, score_fn, x_T=None).
+
+SCHEDULES = ("uniform_t", "log_snr", "edm", "quadratic")
 
 
-_SAMPLERS: dict[str, Callable] = {"pc": get_pc_sampler, "ode": get_ode_sampler}
+def t_of_log_snr(sde: sde_lib.SDE, lam: Array, *, t_max: float | None = None,
+                 n_iters: int = 64) -> Array:
+  """The inverse t(lambda) of the decreasing log-SNR lambda(t) = log(alpha_t / sigma_t).
+
+  Vectorised bisection on [0, t_max] (any SDE, no closed form needed); float32 bisection
+  stops moving once the bracket is one ulp wide. t_max defaults to 2 T, which leaves room
+  for EDM's churn (sigma_hat <= sqrt(2) sigma_edm(T)); lambdas outside the bracket clip to it.
+  """
+  t_max = 2.0 * sde.T if t_max is None else t_max
+  lam = jnp.asarray(lam, jnp.float32)
+
+  def bisect(_, bracket):
+    lo, hi = bracket
+    mid = 0.5 * (lo + hi)
+    later = sde.log_snr(mid.reshape(-1)).reshape(mid.shape) > lam  # lambda decreases: t > mid
+    return jnp.where(later, mid, lo), jnp.where(later, hi, mid)
+
+  lo, hi = jax.lax.fori_loop(0, n_iters, bisect, (jnp.zeros_like(lam), jnp.full_like(lam, t_max)))
+  return 0.5 * (lo + hi)
+
+
+def sigma_edm(sde: sde_lib.SDE, t: Array) -> Array:
+  """Karras et al.'s noise level sigma_t / alpha_t = exp(-lambda_t) (EDM Eq. 4 with s = alpha)."""
+  alpha, sigma = sde.marginal_coeffs(t)
+  return sigma / alpha
+
+
+def _check_schedule(sde: sde_lib.SDE, n_steps: int, schedule: str, eps: float) -> None:
+  if schedule not in SCHEDULES:
+    raise ValueError(f"sampling.schedule={schedule!r} is unknown; valid: {list(SCHEDULES)}.")
+  if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
+    raise ValueError(f"sampling.n_steps={n_steps!r} must be an integer >= 1.")
+  if not 0.0 < eps < sde.T:
+    raise ValueError(f"sampling.eps={eps!r} must lie in (0, T={sde.T}).")
+
+
+def get_time_schedule(sde: sde_lib.SDE, n_steps: int, *, schedule: str = "log_snr",
+                      eps: float = 1e-3, rho: float = 7.0) -> Array:
+  """Times ts [n_steps + 1], decreasing from ts[0] = T to ts[-1] = eps (both exact).
+
+  With u_i = i / n_steps:
+    "uniform_t": t_i = T + u_i (eps - T);
+    "log_snr":   lambda_i = lambda_T + u_i (lambda_eps - lambda_T) (DPM-Solver's uniform-lambda grid);
+    "edm":       sigma_i = (sigma_max^(1/rho) + u_i (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho in
+                 sigma_edm = sigma_t / alpha_t, between sigma_edm(T) and sigma_edm(eps)
+                 (Karras et al. 2022, Eq. 5);
+    "quadratic": t_i = eps + (T - eps) (1 - u_i)^2, denser near eps.
+  lambda and sigma_edm grids are mapped back to t with `t_of_log_snr`.
+
+  Raises:
+    ValueError: unknown schedule, n_steps < 1, eps outside (0, T) or rho <= 0.
+  """
+  _check_schedule(sde, n_steps, schedule, eps)
+  if not rho > 0:
+    raise ValueError(f"sampling.rho={rho!r} must be > 0.")
+  T = sde.T
+  u = jnp.linspace(0.0, 1.0, n_steps + 1)
+  if schedule == "uniform_t":
+    ts = T + u * (eps - T)
+  elif schedule == "quadratic":
+    ts = eps + (T - eps) * (1.0 - u) ** 2
+  else:
+    lam_T, lam_eps = sde.log_snr(jnp.array([T, eps], jnp.float32))
+    if schedule == "log_snr":
+      lam = lam_T + u * (lam_eps - lam_T)
+    else:  # sigma^(1/rho) = exp(-lambda / rho)
+      root_max, root_min = jnp.exp(-lam_T / rho), jnp.exp(-lam_eps / rho)
+      lam = -rho * jnp.log(root_max + u * (root_min - root_max))
+    ts = t_of_log_snr(sde, lam)
+  return ts.at[0].set(T).at[-1].set(eps)
+
+
+def _start(key: Array, sde: sde_lib.SDE, shape: tuple[int, ...], x_T: Array | None):
+  """(x_T [B, ...], per-sample step keys): the prior draw from fold_in(key_i, 0) unless x_T is given."""
+  keys = per_sample_keys(key, shape[0])
+  x = prior_sample(_fold(keys, 0), sde, shape) if x_T is None else jnp.asarray(x_T).reshape(shape)
+  return x, _fold(keys, 1)
+
+
+def _data_and_noise(sde: sde_lib.SDE, score_fn: ScoreFn, x: Array, t: Array) -> tuple[Array, Array]:
+  """Tweedie: eps_hat = -sigma_t s(x, t) and x0_hat = (x - sigma_t eps_hat) / alpha_t; 1 NFE."""
+  alpha, sigma = sde.marginal_coeffs(t)
+  eps_hat = -_bcast(sigma, x) * score_fn(x, t)
+  return (x - _bcast(sigma, x) * eps_hat) / _bcast(alpha, x), eps_hat
+
+
+def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int = 50,
+                     schedule: str = "uniform_t", eps: float = 1e-3, eta: float = 0.0) -> Callable:
+  """DDIM (Song, Meng & Ermon 2021, Eq. 12) for any linear SDE; NFE = n_steps.
+
+  A step from t to s < t, with (x0_hat, eps_hat) from Tweedie at (x_t, t):
+      x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z,
+      c^2 = eta^2 sigma_{t|s}^2 sigma_s^2 / sigma_t^2 = eta^2 sigma_s^2 (1 - exp(2 (lambda_t - lambda_s))),
+  c^2 / eta^2 being the variance of the Gaussian posterior q(x_s | x_t, x0) (as in
+  `ancestral_sampling`; for VP it is DDIM's sigma_tau(eta)^2). eta = 0 is deterministic, the
+  first-order exponential integrator of the probability-flow ODE in lambda (= DPM-Solver-1);
+  eta = 1 is ancestral sampling. The last step lands at eps (no extra denoising step).
+
+  Returns:
+    sampler(key, score_fn, x_T=None) -> (samples, nfe).
+
+  Raises:
+    ValueError: bad shape, n_steps, schedule, eps, or eta outside [0, 1].
+  """
+  _check_common(sde, shape, eps)
+  _check_schedule(sde, n_steps, schedule, eps)
+  if not 0.0 <= eta <= 1.0:
+    raise ValueError(f"sampling.eta={eta!r} must lie in [0, 1].")
+
+  def sampler(key, score_fn, x_T=None):
+    x, keys = _start(key, sde, shape, x_T)
+    ts = get_time_schedule(sde, n_steps, schedule=schedule, eps=eps)
+
+    def step(x, i):
+      t, s = jnp.full(shape[:1], ts[i]), jnp.full(shape[:1], ts[i + 1])
+      alpha_s, sigma_s = sde.marginal_coeffs(s)
+      x0_hat, eps_hat = _data_and_noise(sde, score_fn, x, t)
+      r = -jnp.expm1(2.0 * (sde.log_snr(t) - sde.log_snr(s)))  # sigma_{t|s}^2 / sigma_t^2, in [0, 1]
+      x = _bcast(alpha_s, x) * x0_hat + _bcast(sigma_s * jnp.sqrt(1.0 - eta**2 * r), x) * eps_hat
+      if eta > 0:
+        x = x + _bcast(eta * sigma_s * jnp.sqrt(r), x) * _normal(_fold(keys, i), x)
+      return x, None
+
+    x, _ = jax.lax.scan(step, x, jnp.arange(n_steps))
+    return x, n_steps
+
+  return sampler
+
+
+def get_edm_heun_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int = 18,
+                         schedule: str = "edm", eps: float = 1e-3, S_churn: float = 0.0,
+                         S_tmin: float = 0.0, S_tmax: float = float("inf"),
+                         S_noise: float = 1.0) -> Callable:
+  """Karras et al. 2022 Heun sampler: Alg. 1 (S_churn = 0, deterministic) or Alg. 2 (churn).
+
+  In x_edm = x / alpha_t and sigma = sigma_edm(t) = sigma_t / alpha_t the probability-flow ODE
+  of every linear SDE is EDM's Eq. 4 with s = 1:  dx_edm / dsigma = (x_edm - D(x_edm; sigma)) / sigma,
+  D the Tweedie denoiser at x = alpha_t x_edm, t = t(sigma). Step i, sigma_{i+1} < sigma_i:
+      gamma_i = min(S_churn / n_steps, sqrt(2) - 1) if S_tmin <= sigma_i <= S_tmax else 0
+      sigma_hat = sigma_i (1 + gamma_i),  x_hat = x_i + sqrt(sigma_hat^2 - sigma_i^2) S_noise z
+      d = (x_hat - D(x_hat; sigma_hat)) / sigma_hat,  x_{i+1} = x_hat + (sigma_{i+1} - sigma_hat) d
+      d' = (x_{i+1} - D(x_{i+1}; sigma_{i+1})) / sigma_{i+1}
+      x_{i+1} = x_hat + (sigma_{i+1} - sigma_hat) (d + d') / 2
+  The last step, to sigma_edm(eps), is Euler (as Alg. 1's step to sigma = 0): NFE = 2 n_steps - 1.
+  t_hat = t(sigma_hat) comes from `t_of_log_snr`, and sigma_hat is recomputed from t_hat.
+  S_tmin, S_tmax are in units of sigma_edm.
+
+  Returns:
+    sampler(key, score_fn, x_T=None) -> (samples, nfe).
+
+  Raises:
+    ValueError: bad shape, n_steps, schedule, eps, S_churn < 0, S_noise < 0 or S_tmin > S_tmax.
+  """
+  _check_common(sde, shape, eps)
+  _check_schedule(sde, n_steps, schedule, eps)
+  for name, value in (("S_churn", S_churn), ("S_noise", S_noise), ("S_tmin", S_tmin)):
+    if not value >= 0:
+      raise ValueError(f"sampling.{name}={value!r} must be >= 0.")
+  if not S_tmax >= S_tmin:
+    raise ValueError(f"sampling.S_tmax={S_tmax!r} must be >= sampling.S_tmin={S_tmin!r}.")
+  B = shape[0]
+
+  def sampler(key, score_fn, x_T=None):
+    x, keys = _start(key, sde, shape, x_T)
+    ts = get_time_schedule(sde, n_steps, schedule=schedule, eps=eps)
+    sigmas = sigma_edm(sde, ts)
+    t_hats, sigma_hats = ts, sigmas
+    if S_churn > 0:
+      gamma = jnp.where((sigmas >= S_tmin) & (sigmas <= S_tmax), min(S_churn / n_steps, 2**0.5 - 1), 0.0)
+      t_hats = jnp.where(gamma > 0, t_of_log_snr(sde, -jnp.log(sigmas * (1 + gamma))), ts)
+      sigma_hats = sigma_edm(sde, t_hats)
+
+    def D(x_edm, t):  # the denoiser in EDM variables: Tweedie at x = alpha_t x_edm
+      t = jnp.full((B,), t)
+      return tweedie_denoise(sde, score_fn, _bcast(sde.marginal_coeffs(t)[0], x_edm) * x_edm, t)
+
+    def euler(x, i):  # churn, then d = dx/dsigma at (x_hat, sigma_hat); 1 NFE
+      if S_churn > 0:
+        noise = jnp.sqrt(jnp.maximum(sigma_hats[i]**2 - sigmas[i]**2, 0.0)) * S_noise
+        x = x + noise * _normal(_fold(keys, i), x)
+      d = (x - D(x, t_hats[i])) / sigma_hats[i]
+      return x, d, x + (sigmas[i + 1] - sigma_hats[i]) * d
+
+    def heun(x, i):  # 2 NFE
+      x_hat, d, x_next = euler(x, i)
+      d_prime = (x_next - D(x_next, ts[i + 1])) / sigmas[i + 1]
+      return x_hat + (sigmas[i + 1] - sigma_hats[i]) * 0.5 * (d + d_prime), None
+
+    alpha_T, alpha_eps = sde.marginal_coeffs(ts[jnp.array([0, -1])])[0]
+    x_edm, _ = jax.lax.scan(heun, x / alpha_T, jnp.arange(n_steps - 1))
+    return alpha_eps * euler(x_edm, n_steps - 1)[2], 2 * n_steps - 1
+
+  return sampler
+
+
+def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: int = 2,
+                           n_steps: int = 20, schedule: str = "uniform_t", eps: float = 1e-3,
+                           lower_order_final: bool = True) -> Callable:
+  """DPM-Solver++ multistep (Lu et al. 2022b, "DPM-Solver++", Alg. 2 for 2M; 3M); NFE = n_steps.
+
+  The probability-flow ODE of a linear SDE, solved exactly in its linear part (Lu et al. 2022b):
+      x_t = sigma_t / sigma_s x_s + sigma_t int_{lambda_s}^{lambda_t} e^lambda x0(lambda) dlambda,
+  with the data prediction x0 = x0_hat (Tweedie), one NFE per step. With h = lambda_t - lambda_s,
+  the last predictions m0 (at s), m1, m2 at lambda_s - h0, lambda_s - h0 - h1, and the weights
+  w_k = int_0^h e^(u - h) u^k / k! du  (w0 = 1 - e^-h, w1 = h - w0, w2 = h^2 / 2 - w1):
+      order 1 (= DDIM, eta = 0):  x_t = sigma_t / sigma_s x_s + alpha_t w0 m0
+      2M (Alg. 2):  m0 -> D = (1 + 1 / (2 r)) m0 - 1 / (2 r) m1,  r = h0 / h
+      3M:  + alpha_t (w1 p' + w2 p''), p the quadratic through (m0, m1, m2) in lambda, at lambda_s.
+  Warm-up: step i uses order min(order, i + 1); with `lower_order_final`, also at most
+  n_steps - i (the last step first order), which keeps few-step sampling stable.
+
+  Returns:
+    sampler(key, score_fn, x_T=None) -> (samples, nfe).
+
+  Raises:
+    ValueError: bad shape, n_steps, schedule, eps, or order not in {1, 2, 3}.
+  """
+  _check_common(sde, shape, eps)
+  _check_schedule(sde, n_steps, schedule, eps)
+  if order not in (1, 2, 3) or isinstance(order, bool):
+    raise ValueError(f"sampling.order={order!r} must be 1, 2 or 3.")
+  orders = jnp.array([min(order, i + 1, n_steps - i if lower_order_final else order)
+                      for i in range(n_steps)])
+  B = shape[0]
+
+  def sampler(key, score_fn, x_T=None):
+    x, _ = _start(key, sde, shape, x_T)
+    ts = get_time_schedule(sde, n_steps, schedule=schedule, eps=eps)
+    lams = sde.log_snr(ts)
+
+    def step(carry, i):
+      x, m1, m2, h0, h1 = carry
+      s, t = jnp.full((B,), ts[i]), jnp.full((B,), ts[i + 1])
+      (_, sigma_s), (alpha_t, sigma_t) = sde.marginal_coeffs(s), sde.marginal_coeffs(t)
+      m0 = tweedie_denoise(sde, score_fn, x, s)
+      h = lams[i + 1] - lams[i]
+      w0 = -jnp.expm1(-h)
+      a = _bcast(alpha_t, x)
+      x_1 = _bcast(sigma_t / sigma_s, x) * x + a * w0 * m0
+      x_2 = x_1 + a * w0 * h / (2 * h0) * (m0 - m1)
+      f01, f12 = (m0 - m1) / h0, (m1 - m2) / h1  # divided differences in lambda
+      f012 = (f01 - f12) / (h0 + h1)
+      x_3 = x_1 + a * ((h - w0) * (f01 + h0 * f012) + (0.5 * h**2 - (h - w0)) * 2.0 * f012)
+      x_next = jnp.select([orders[i] == 1, orders[i] == 2], [x_1, x_2], x_3)
+      return (x_next, m0, m1, h, h0), None
+
+    carry = (x, jnp.zeros_like(x), jnp.zeros_like(x), jnp.ones(()), jnp.ones(()))
+    (x, *_), _ = jax.lax.scan(step, carry, jnp.arange(n_steps))
+    return x, n_steps
+
+  return sampler
+
+
+def _dpm_solver_fixed_order(order: int) -> Callable:
+  """The registry entries "dpm_solver_2m" / "dpm_solver_3m": DPM-Solver++ with `order` fixed."""
+
+  def factory(sde: sde_lib.SDE, shape: tuple[int, ...], **kwargs) -> Callable:
+    if "order" in kwargs:
+      raise ValueError(f"sampling.order={kwargs['order']!r} is fixed to {order} by this method; "
+                       "use method='dpm_solver' to choose it.")
+    return get_dpm_solver_sampler(sde, shape, order=order, **kwargs)
+
+  return factory
+
+# --- end of the fast samplers ---
+
+
+def _ddpm_ancestral(sde: sde_lib.SDE, shape: tuple[int, ...], **kwargs) -> Callable:
+  """Ho et al.'s Algorithm 2 driven by a score_fn (ddpm.get_vp_ancestral_sampler); lazy import,
+  since ddpm imports this module."""
+  import ddpm
+  return ddpm.get_vp_ancestral_sampler(sde, shape, **kwargs)
+
+
+_SAMPLERS: dict[str, Callable] = {"pc": get_pc_sampler, "ode": get_ode_sampler,
+                                 "ddpm_ancestral": _ddpm_ancestral,
+                                 "ddim": get_ddim_sampler, "edm_heun": get_edm_heun_sampler,
+                                 "dpm_solver": get_dpm_solver_sampler,
+                                 "dpm_solver_2m": _dpm_solver_fixed_order(2),
+                                 "dpm_solver_3m": _dpm_solver_fixed_order(3)}
 
 
 def register_sampler(name: str, factory: Callable) -> None:
