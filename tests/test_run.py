@@ -36,6 +36,9 @@ def tiny(config, n_iters=20):
   config.eval.n_trajectory_samples = 16
   config.eval.score_error_samples = 64
   config.eval.plots = False
+  config.eval.nll_samples = 64
+  if "vlb" in config:
+    config.vlb.n_points = 64
   return config
 
 
