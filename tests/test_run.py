@@ -39,6 +39,10 @@ def tiny(config, n_iters=20):
   config.eval.nll_samples = 64
   if "vlb" in config:
     config.vlb.n_points = 64
+  if "classifier" in config:
+    config.classifier.n_iters, config.classifier.log_freq, config.classifier.batch_size = 20, 10, 64
+  if "n_class_samples" in config.eval:
+    config.eval.n_class_samples = 200
   return config
 
 
