@@ -59,57 +59,79 @@ def test_condition_is_the_normalised_slice_of_the_joint():
 
 # --- guidance, pointwise ----------------------------------------------------------------
 
-@pytest.mark.parametrize("sde", [sde_lib.VPSDE(), sde_lib.VESDE(sigma_max=20.0)], ids=["vp", "ve"])
-def test_guidance_with_exact_scores_is_the_exact_conditional_score(sde):
+def test_guidance_with_exact_scores_is_the_exact_conditional_score():
+  sde = sde_lib.VESDE(sigma_max=20.0)
   x = _points(96, seed=1)
   t = jnp.linspace(0.01, 1.0, 96)
   y = jnp.arange(96) % COND.num_classes
   cond, marg = COND.conditional_score_fn(sde), COND.score_fn(sde)
   post = COND.class_log_posterior_fn(sde)
-  exact = cond(x, t, y)
+  exact = jax.jit(cond)(x, t, y)
   scale = jnp.max(jnp.abs(exact))
+  apply = lambda fn: jax.jit(lambda a, b: fn(a, b))(x, t)
   # CFG with w = 0 is the conditional score; classifier guidance with the exact posterior
   # and scale 1 is Bayes' rule, the conditional score (float32: 1e-5 of the largest score).
-  np.testing.assert_allclose(sampling.classifier_free_guidance(cond, y, 0.0)(x, t), exact, atol=1e-5 * scale)
-  np.testing.assert_allclose(sampling.classifier_guidance(marg, post, y, 1.0)(x, t), exact, atol=1e-5 * scale)
+  np.testing.assert_allclose(apply(sampling.classifier_free_guidance(cond, y, 0.0)), exact, atol=1e-5 * scale)
+  np.testing.assert_allclose(apply(sampling.classifier_guidance(marg, post, y, 1.0)), exact, atol=1e-5 * scale)
   # CFG at w equals classifier guidance of the conditional score with the exact posterior at scale w.
   for w in (0.5, 3.0):
-    np.testing.assert_allclose(sampling.classifier_free_guidance(cond, y, w)(x, t),
-                               sampling.classifier_guidance(functools.partial(cond, y=y), post, y, w)(x, t),
+    np.testing.assert_allclose(apply(sampling.classifier_free_guidance(cond, y, w)),
+                               apply(sampling.classifier_guidance(functools.partial(cond, y=y), post, y, w)),
                                atol=1e-4 * scale)
 
 
 def test_guided_oracle_sampling_reaches_the_floor_per_class():
   """CFG (w = 0) with the exact class score and classifier guidance with the exact posterior:
   per class, the energy distance to true component samples, averaged over 3 seeds (each vs 2
-  reference sets), is at most 1.5x the expected floor E|X - X'| (2 / n) (2,000 samples,
-  VPSDE N = 200, PC + ald). One set's ratio spreads from about 0.6 to 2 even for exact samples
-  (benchmarks/RESULTS.md), hence the average over seeds."""
-  sde, n = sde_lib.VPSDE(N=200), 2000
-  sampler = sampling.get_sampler(sde, (n, 2), corrector="ald")
+  reference sets), is at most 1.5x the expected floor E|X - X'| (2 / n) (n = 1,000 samples per
+  class, all classes in one batch with per-sample labels, VPSDE N = 100, PC + ald). One set's
+  ratio spreads from about 0.5 to 2 even for exact samples (benchmarks/RESULTS.md), hence the
+  average over seeds."""
+  sde, n, k = sde_lib.VPSDE(N=100), 1000, COND.num_classes
+  sampler = sampling.get_sampler(sde, (k * n, 2), corrector="ald")
   cond, marg, post = COND.conditional_score_fn(sde), COND.score_fn(sde), COND.class_log_posterior_fn(sde)
-  run = {"cfg": jax.jit(lambda k, y: sampler(k, sampling.classifier_free_guidance(cond, y, 0.0))[0]),
-         "classifier": jax.jit(lambda k, y: sampler(k, sampling.classifier_guidance(marg, post, y, 1.0))[0])}
-  for label in range(COND.num_classes):
-    comp = COND.component(label)
-    refs = [comp.sample(jax.random.key(100 * label + i), n) for i in range(2)]
-    floor = evaluation.energy_distance_expected_floor(comp.sample(jax.random.key(7), 4000), n, n)
-    for name, fn in run.items():
-      ratios = [np.mean([evaluation.energy_distance(fn(jax.random.key(10 * seed + label), jnp.full((n,), label)), r)
-                         for r in refs]) / floor for seed in range(3)]
+  y = jnp.repeat(jnp.arange(k), n)
+  run = {"cfg": jax.jit(lambda key: sampler(key, sampling.classifier_free_guidance(cond, y, 0.0))[0]),
+         "classifier": jax.jit(lambda key: sampler(key, sampling.classifier_guidance(marg, post, y, 1.0))[0])}
+  for name, fn in run.items():
+    xs = [np.asarray(fn(jax.random.key(seed))).reshape(k, n, 2) for seed in range(3)]
+    for label in range(k):
+      comp = COND.component(label)
+      refs = [comp.sample(jax.random.key(100 * label + i), n) for i in range(2)]
+      floor = evaluation.energy_distance_expected_floor(comp.sample(jax.random.key(7), 4000), n, n)
+      ratios = [np.mean([evaluation.energy_distance(x[label], r) for r in refs]) / floor for x in xs]
       assert np.mean(ratios) <= 1.5, (name, label, ratios)
 
 
-def test_guided_samples_do_not_depend_on_batch_size():
+def test_guided_and_imputed_samples_do_not_depend_on_batch_size():
+  """Replacement imputation driven by a classifier-free guided score, per-sample labels and
+  known values: the first 3 rows of a batch of 8 equal a batch of 3 (float32 round-off)."""
   sde = sde_lib.VPSDE(N=20)
   cond = COND.conditional_score_fn(sde)
   y = jnp.array([2, 0, 1, 1, 0, 2, 2, 1])
+  x_known = jnp.stack([jnp.linspace(-1.0, 1.0, 8), jnp.zeros(8)], 1)
 
-  def draw(n):
-    sampler = sampling.get_sampler(sde, (n, 2), corrector="ald")
-    return jax.jit(lambda k: sampler(k, sampling.classifier_free_guidance(cond, y[:n], 1.5))[0])(jax.random.key(4))
+  def impute(n):
+    sampler = sampling.get_inpainting_sampler(sde, (n, 2), corrector="ald")
+    score = sampling.classifier_free_guidance(cond, y[:n], 1.5)
+    return jax.jit(lambda k: sampler(k, score, x_known[:n], jnp.array([1.0, 0.0]))[0])(jax.random.key(4))
 
-  np.testing.assert_allclose(draw(3), draw(8)[:3], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(impute(3), impute(8)[:3], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method,kwargs", [pytest.param("ode", {"rtol": 1e-3, "atol": 1e-3}, marks=pytest.mark.slow),
+                                           ("dpm_solver_2m", {"n_steps": 20})])
+def test_guidance_works_with_other_samplers(method, kwargs):
+  """Classifier guidance with the exact posterior through the ODE and DPM-Solver samplers:
+  each class's sample mean is that component's mean within 5 standard errors + 0.05 (500 samples)."""
+  sde, n = sde_lib.VPSDE(), 500
+  sampler = sampling.get_sampler(sde, (n, 2), method=method, **kwargs)  # ode: rtol = atol = 1e-3
+  marg, post = COND.score_fn(sde), COND.class_log_posterior_fn(sde)
+  fn = jax.jit(lambda k, y: sampler(k, sampling.classifier_guidance(marg, post, y, 1.0))[0])
+  for label in range(COND.num_classes):
+    x = np.asarray(fn(jax.random.key(label), jnp.full((n,), label)))
+    se = np.sqrt(np.diag(np.asarray(COND.covs[label])) / n)
+    np.testing.assert_array_less(np.abs(x.mean(0) - np.asarray(COND.means[label])), 5 * se + 0.05)
 
 
 # --- imputation and colorization --------------------------------------------------------
@@ -136,14 +158,11 @@ def test_gradient_imputation_matches_the_exact_conditional():
   """Imputing x2 given x1 on the default mixture (VPSDE N = 200, 1,000 samples) with
   reconstruction guidance: the energy distance to the exact p(x2 | x1) is under 0.2x the
   distance between the marginal p(x2) and p(x2 | x1) and under 4x the floor, at x1 = 0 and 2.
-  Replacement alone is biased here (measured in benchmarks/RESULTS.md), and is checked
-  only to be no closer than guidance."""
+  Replacement alone is biased here (measured in benchmarks/RESULTS.md, not asserted)."""
   sde, n = sde_lib.VPSDE(N=200), 1000
   oracle, mask = MIX.score_fn(sde), jnp.array([1.0, 0.0])
   plain = sampling.get_sampler(sde, (n, 2), corrector="ald")
-  rep = sampling.get_inpainting_sampler(sde, (n, 2), corrector="ald")
   guided = jax.jit(lambda k, xk: plain(k, sampling.reconstruction_guidance(sde, oracle, xk, mask))[0])
-  replaced = jax.jit(lambda k, xk: rep(k, oracle, xk, mask)[0])
   marginal = MIX.sample(jax.random.key(9), n)[:, 1:]
   for a in (0.0, 2.0):
     cond = MIX.condition([0], [a])
@@ -153,7 +172,6 @@ def test_gradient_imputation_matches_the_exact_conditional():
     ed = lambda x: np.mean([evaluation.energy_distance(x, r) for r in refs[1:]])
     ed_guided, ed_marginal = ed(guided(jax.random.key(1), xk)[:, 1:]), ed(marginal)
     assert ed_guided < 0.2 * ed_marginal and ed_guided < 4 * floor, (a, ed_guided, ed_marginal, floor)
-    assert ed(replaced(jax.random.key(1), xk)[:, 1:]) > ed_guided
 
 
 def test_colorization_keeps_the_grey_image_and_approaches_the_exact_colour_conditional():
@@ -267,34 +285,13 @@ def test_bad_conditional_fields_raise_before_compiling(tmp_path, field, value, m
   assert not (tmp_path / "w" / "checkpoints").exists()
 
 
+# The end-to-end cond_gmm run (train, train_classifier, per-class eval) is
+# tests/test_run.py::test_every_config_runs_through_run_lib[cond_gmm].
+
+
 def test_train_classifier_needs_a_classifier_group(tmp_path):
   config = cond_gmm.get_config()
   del config.classifier
   config.sampling.classifier_scale = 0.0
   with pytest.raises(ValueError, match="classifier"):
     run_lib.run(config, str(tmp_path / "w"), "train_classifier")
-
-
-@pytest.mark.slow
-def test_tiny_cond_gmm_run_reports_per_class_metrics(tmp_path):
-  """train + train_classifier + eval of a tiny cond_gmm: per-class energy distances for the
-  model (CFG and classifier guidance) and the exact oracles; oracle CFG (w = 0) and exact
-  classifier guidance (scale 1) use the same score and keys, so they agree."""
-  config = cond_gmm.get_config()
-  tr = config.training
-  tr.n_iters, tr.log_freq, tr.checkpoint_freq, tr.snapshot_freq, tr.batch_size = 20, 10, 10, 10, 64
-  config.sde.N = 20
-  config.classifier.n_iters, config.classifier.log_freq, config.classifier.batch_size = 20, 10, 64
-  ev = config.eval
-  ev.n_samples, ev.n_floor_pairs, ev.n_class_samples, ev.score_error_samples, ev.n_trajectory = 256, 2, 256, 64, 0
-  out = run_lib.run(config, str(tmp_path / "w"), "all")
-  per_class = out["eval"]["per_class"]
-  assert sorted(per_class) == ["0", "1", "2"]
-  for row in per_class.values():
-    assert set(row) == {"floor", "cfg", "classifier", "oracle_cfg", "oracle_classifier"}
-    assert all(np.isfinite(v["energy_ratio"]) for k, v in row.items() if k != "floor")
-    np.testing.assert_allclose(row["oracle_cfg"]["energy_distance"], row["oracle_classifier"]["energy_distance"],
-                               rtol=1e-3)
-  assert (tmp_path / "w" / "classifier" / "checkpoints").is_dir()
-  assert (tmp_path / "w" / "plots" / "samples_class_2.png").exists()
-  assert any(r["kind"] == "classifier_train" for r in run_lib.read_metrics(str(tmp_path / "w")))

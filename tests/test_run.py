@@ -140,6 +140,10 @@ def test_every_config_runs_through_run_lib(tmp_path, name):
   config.eval.oracle = False
   out = run_lib.run(config, str(tmp_path / name), "all")
   assert np.isfinite(out["eval"]["model"]["energy_distance"])
+  if "classifier" in config:  # conditional configs: per-class metrics of CFG and classifier guidance
+    assert os.path.isdir(tmp_path / name / "classifier" / "checkpoints")
+    for row in out["eval"]["per_class"].values():
+      assert set(row) == {"floor", "cfg", "classifier"} and np.isfinite(row["cfg"]["energy_ratio"])
 
 
 @pytest.mark.slow
