@@ -9,6 +9,11 @@ p_t, the "oracle" that samplers and likelihoods are checked against.
 Every target has `dim`, `sample(key, n)`, `log_prob(x)`, `score(x)`, and the diffused
 `log_prob_t(x, alpha, sigma)` / `score_t(...)`, with `score_fn(sde)` and
 `log_prob_fn(sde)` returning functions of (x, t).
+
+Labels: a GaussianMixture's classes are its components (`sample_with_labels`, `num_classes`),
+with the exact class-conditional diffused score (`conditional_score_fn`), the exact class
+posterior p_t(c | x_t) (`class_log_posterior_fn`) and the exact conditional p(x_u | x_known)
+(`condition`), the references of conditional generation.
 """
 
 from __future__ import annotations

@@ -77,6 +77,9 @@ def main(argv):
     ev = out["eval"]
     print(f"energy distance {ev['model']['energy_distance']:.3e} = {ev['energy_ratio']:.2f}x floor "
           f"({ev['floor']['energy_distance']:.3e}); nfe {ev['nfe']}; summary in {workdir}/eval/summary.json")
+    for label, row in ev.get("per_class", {}).items():
+      ratios = ", ".join(f"{name} {v['energy_ratio']:.2f}x" for name, v in row.items() if name != "floor")
+      print(f"class {label}: energy distance / floor: {ratios}")
 
 
 def parse_flags(argv):
