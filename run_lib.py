@@ -790,6 +790,9 @@ def validate_conditional(config: ml_collections.ConfigDict, target) -> None:
   if k and not labelled:
     raise ValueError(f"model.num_classes={k} needs a dataset with labels; data.name="
                      f"{config.data.name!r} has none (set model.num_classes=0).")
+  if k and config.loss.get("name", "sde") != "sde":
+    raise ValueError(f"model.num_classes={k} needs loss.name='sde' (the class-conditional DSM loss); "
+                     f"got loss.name={config.loss.name!r}.")
   if k and k != target.num_classes:
     raise ValueError(f"model.num_classes={k} must equal the dataset's number of classes {target.num_classes}.")
   w = config.sampling.get("guidance_w", 0.0)
