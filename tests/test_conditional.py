@@ -295,3 +295,15 @@ def test_train_classifier_needs_a_classifier_group(tmp_path):
   config.sampling.classifier_scale = 0.0
   with pytest.raises(ValueError, match="classifier"):
     run_lib.run(config, str(tmp_path / "w"), "train_classifier")
+
+
+def test_per_class_plots_write_one_grid_row_per_class_for_images(tmp_path):
+  """Image-shaped samples [H, W, C] give plots/class_grid_<guidance>.png with a row of 8 per class."""
+  import types
+  import matplotlib.image
+
+  exp = types.SimpleNamespace(shape=(4, 4, 1), target=None)
+  arrays = {label: {"cfg": np.full((10, 4, 4, 1), label / 2.0)} for label in range(3)}
+  run_lib._plot_per_class(exp, str(tmp_path), arrays)
+  grid = matplotlib.image.imread(tmp_path / "plots" / "class_grid_cfg.png")
+  assert grid.shape[:2] == (3 * (4 + 2) + 2, 8 * (4 + 2) + 2)  # 3 rows x 8 columns, 2-pixel padding
