@@ -9,6 +9,11 @@ p_t, the "oracle" that samplers and likelihoods are checked against.
 Every target has `dim`, `sample(key, n)`, `log_prob(x)`, `score(x)`, and the diffused
 `log_prob_t(x, alpha, sigma)` / `score_t(...)`, with `score_fn(sde)` and
 `log_prob_fn(sde)` returning functions of (x, t).
+
+Labels: a GaussianMixture's classes are its components (`sample_with_labels`, `num_classes`),
+with the exact class-conditional diffused score (`conditional_score_fn`), the exact class
+posterior p_t(c | x_t) (`class_log_posterior_fn`) and the exact conditional p(x_u | x_known)
+(`condition`), the references of conditional generation.
 """
 
 from __future__ import annotations
@@ -152,6 +157,100 @@ class GaussianMixture(Target):
     """log w_k + log N_k(x) of the diffused components; [B, K] (for class posteriors)."""
     logn, _ = self._component_terms(x, alpha, sigma)
     return logn + self._logw
+
+  # --- labels and exact conditionals (the mixture component is the class label) ---
+
+  @property
+  def num_classes(self) -> int:
+    """Number of class labels: the components; label K is the null (unconditional) label."""
+    return self.n_components
+
+  def class_log_posterior_t(self, x: Array, alpha, sigma) -> Array:
+    """Exact log p(c | x_t) = log softmax_k (log w_k + log N_k(x_t)) of the diffused mixture; [B, K]."""
+    return jax.nn.log_softmax(self.component_log_probs_t(x, alpha, sigma), axis=-1)
+
+  def conditional_score_t(self, x: Array, y, alpha, sigma) -> Array:
+    """Exact class-conditional diffused score grad log p_t(x | c = y_i); [B, d].
+
+    For a label y_i < K it is the diffused component's Gaussian score -C_y^{-1}(x - alpha mu_y)
+    (C_y = alpha^2 Sigma_y + sigma^2 I); the null label y_i = K gives the mixture score.
+    """
+    logn, prec_r = self._component_terms(x, alpha, sigma)
+    k = self.n_components
+    y = jnp.broadcast_to(jnp.asarray(y, jnp.int32), x.shape[:1])
+    resp = jax.nn.softmax(logn + self._logw, axis=-1)
+    weights = jnp.where((y == k)[:, None], resp, jax.nn.one_hot(y, k, dtype=x.dtype))
+    return -jnp.einsum("bk,bkd->bd", weights, prec_r)
+
+  def conditional_score_fn(self, sde) -> Callable[..., Array]:
+    """The conditional oracle: fn(x, t, y=None) = grad log p_t(x | y); y=None or K is unconditional."""
+
+    def cond_score_fn(x, t, y=None):
+      alpha, sigma = sde.marginal_coeffs(t)
+      if y is None:
+        return self.score_t(x, alpha, sigma)
+      return self.conditional_score_t(x, y, alpha, sigma)
+
+    return cond_score_fn
+
+  def class_log_posterior_fn(self, sde) -> Callable[[Array, Array], Array]:
+    """The exact noise-conditional classifier: fn(x, t) = log p(c | x_t); [B, K]."""
+
+    def log_posterior_fn(x, t):
+      alpha, sigma = sde.marginal_coeffs(t)
+      return self.class_log_posterior_t(x, alpha, sigma)
+
+    return log_posterior_fn
+
+  def component(self, k: int) -> "GaussianMixture":
+    """Component k alone, p(x | c = k), as a one-component GaussianMixture.
+
+    Raises:
+      ValueError: k outside [0, K).
+    """
+    if not (isinstance(k, (int, np.integer)) and 0 <= k < self.n_components):
+      raise ValueError(f"class label {k!r} must be an integer in [0, {self.n_components}).")
+    return GaussianMixture([list(np.asarray(self.means, np.float64)[k])],
+                           [np.asarray(self.covs, np.float64)[k].tolist()], [1.0])
+
+  def condition(self, known: Sequence[int], values: Sequence[float]) -> "GaussianMixture":
+    """p(x_u | x_known = a): the exact conditional over the unknown coordinates u (increasing order).
+
+    A Gaussian mixture again (Bishop 2006, Eqs. 2.81-2.82, per component):
+        w_k' ∝ w_k N(a; mu_k[K], S_k[K, K]),
+        mu_k' = mu_k[u] + S_k[u, K] S_k[K, K]^{-1} (a - mu_k[K]),
+        S_k'  = S_k[u, u] - S_k[u, K] S_k[K, K]^{-1} S_k[K, u].
+
+    Args:
+      known: indices of the observed coordinates (distinct, at least one unknown left).
+      values: their observed values a, one per index.
+
+    Raises:
+      ValueError: bad indices or a values length that does not match.
+    """
+    d = self.dim
+    known = [int(i) for i in known]
+    if not known or len(set(known)) != len(known) or not all(0 <= i < d for i in known) or len(known) >= d:
+      raise ValueError(f"known={known!r} must be distinct indices in [0, {d}) leaving at least one unknown.")
+    a = np.asarray(values, np.float64).reshape(-1)
+    if a.shape != (len(known),):
+      raise ValueError(f"values={a.tolist()} must have one value per known index ({len(known)}).")
+    u = [i for i in range(d) if i not in known]
+    mu, S = np.asarray(self.means, np.float64), np.asarray(self.covs, np.float64)
+    logw = np.log(np.asarray(self.weights, np.float64) / np.sum(self.weights))
+    means, covs, logws = [], [], []
+    for k in range(self.n_components):
+      s_kk, s_uk = S[k][np.ix_(known, known)], S[k][np.ix_(u, known)]
+      r = a - mu[k][known]
+      gain = np.linalg.solve(s_kk, s_uk.T).T  # S_uK S_KK^{-1}
+      means.append(mu[k][u] + gain @ r)
+      covs.append(S[k][np.ix_(u, u)] - gain @ s_uk.T)
+      _, logdet = np.linalg.slogdet(2 * np.pi * s_kk)
+      logws.append(logw[k] - 0.5 * (r @ np.linalg.solve(s_kk, r) + logdet))
+    w = np.exp(np.asarray(logws) - np.max(logws))
+    w = np.maximum(w / w.sum(), 1e-300)  # a component far from a keeps a positive weight
+    covs = [0.5 * (c + c.T) for c in covs]
+    return GaussianMixture([m.tolist() for m in means], [c.tolist() for c in covs], w.tolist())
 
   def diffuse(self, alpha: float, sigma: float) -> "GaussianMixture":
     """The target diffused to scalar (alpha, sigma), as a new GaussianMixture."""

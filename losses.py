@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import functools
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -20,7 +22,8 @@ SCHEDULES = ("constant", "cosine", "linear")
 
 
 def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_mean: bool = False,
-                    likelihood_weighting: bool = False, eps: float = 1e-5) -> Callable:
+                    likelihood_weighting: bool = False, eps: float = 1e-5, num_classes: int = 0,
+                    label_dropout: float = 0.0) -> Callable:
   """Weighted denoising score matching integrated over t (Song et al. 2021, Eq. 7).
 
       L(theta) = E_{t ~ U(eps, T)} E_{x0, z} [ w(t) || s_theta(alpha x0 + sigma z, t) + z / sigma ||^2 ]
@@ -28,36 +31,116 @@ def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_me
   with w(t) = sigma(t)^2 by default (so the integrand is ||sigma s_theta + z||^2), or
   w(t) = g(t)^2 with `likelihood_weighting` (then L bounds the KL, Song et al. 2021b).
 
+  Class-conditional training: a batch {"x": x [B, ...], "y": labels [B]} (or a tuple (x, y))
+  trains s_theta(x, t, y); each label is replaced by the null label `num_classes` with
+  probability `label_dropout`, so one network learns both the conditional and the
+  unconditional score (classifier-free guidance, Ho & Salimans 2022, Alg. 1). An array
+  batch is the unconditional objective, unchanged.
+
   Args:
     sde: the forward SDE.
     model_score_fn: model_score_fn(params, x, t) -> score.
     reduce_mean: average the squared error over data dimensions instead of summing.
     likelihood_weighting: use w(t) = g(t)^2.
     eps: smallest time sampled, in (0, T).
+    num_classes: K, the number of class labels (the null label is K); 0 for unconditional.
+    label_dropout: probability of replacing a label by the null label, in [0, 1].
 
   Returns:
     loss_fn(key, params, batch) -> scalar, the mean over the batch.
 
   Raises:
-    ValueError: eps outside (0, T).
+    ValueError: eps outside (0, T), or bad num_classes / label_dropout.
   """
   if not 0.0 < eps < sde.T:
     raise ValueError(f"loss.eps={eps!r} must lie in (0, T={sde.T}).")
+  _check_labels(num_classes, label_dropout)
   reduce = jnp.mean if reduce_mean else jnp.sum
 
   def loss_fn(key, params, batch):
+    batch, y = split_batch(batch)
+    if y is not None:
+      y = drop_labels(jax.random.fold_in(key, 2), y, num_classes, label_dropout)
+      model_score_fn_ = functools.partial(_with_labels, model_score_fn, y)
+    else:
+      model_score_fn_ = model_score_fn
     key_t, key_z = jax.random.split(key)
     t = jax.random.uniform(key_t, (batch.shape[0],), minval=eps, maxval=sde.T)
     z = jax.random.normal(key_z, batch.shape)
     mean, std = sde.marginal_prob(batch, t)
     std_b = sde_lib._bcast(std, batch)
-    score = model_score_fn(params, mean + std_b * z, t)
+    score = model_score_fn_(params, mean + std_b * z, t)
     axes = tuple(range(1, batch.ndim))
     if likelihood_weighting:
       losses = reduce((score + z / std_b) ** 2, axis=axes) * sde.diffusion(t) ** 2
     else:
       losses = reduce((score * std_b + z) ** 2, axis=axes)
     return jnp.mean(losses)
+
+  return loss_fn
+
+
+def _with_labels(model_score_fn: Callable, y: Array, params, x: Array, t: Array) -> Array:
+  return model_score_fn(params, x, t, y)
+
+
+def _check_labels(num_classes: int, label_dropout: float) -> None:
+  if not (isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 0):
+    raise ValueError(f"model.num_classes={num_classes!r} must be an integer >= 0.")
+  if not 0.0 <= label_dropout <= 1.0:
+    raise ValueError(f"loss.label_dropout={label_dropout!r} must lie in [0, 1].")
+  if label_dropout > 0 and num_classes == 0:
+    raise ValueError(f"loss.label_dropout={label_dropout!r} needs a class-conditional model "
+                     "(model.num_classes > 0).")
+
+
+def split_batch(batch) -> tuple[Array, Array | None]:
+  """(x, y) from a batch: an array x (y = None), a dict {"x", "y"} or a tuple (x, y)."""
+  if isinstance(batch, dict):
+    return batch["x"], batch.get("y")
+  if isinstance(batch, (tuple, list)):
+    return batch[0], batch[1]
+  return batch, None
+
+
+def drop_labels(key: Array, y: Array, num_classes: int, p: float) -> Array:
+  """Each label replaced by the null label `num_classes` with probability p (independently)."""
+  if p <= 0:
+    return y
+  return jnp.where(jax.random.uniform(key, y.shape) < p, num_classes, y).astype(jnp.int32)
+
+
+def get_classifier_loss_fn(sde: sde_lib.SDE, log_prob_fn: Callable, *, eps: float = 1e-5) -> Callable:
+  """Cross-entropy of a noise-conditional classifier on the SDE's perturbed data.
+
+      L(phi) = E_{t ~ U(eps, T)} E_{(x0, c), z} [ -log p_phi(c | alpha_t x0 + sigma_t z, t) ],
+
+  the training objective of the classifier of Song et al. 2021 (App. I.1) and Dhariwal &
+  Nichol 2021, whose minimiser is the exact posterior p_t(c | x_t) of the diffused data.
+
+  Args:
+    sde: the forward SDE (the same as the score model's).
+    log_prob_fn: log_prob_fn(params, x, t) -> [B, K] log-probabilities or logits
+      (`models.get_classifier_fn`); a log-softmax is applied either way.
+    eps: smallest time sampled, in (0, T).
+
+  Returns:
+    loss_fn(key, params, batch) -> scalar mean cross-entropy; batch {"x", "y"} or (x, y).
+
+  Raises:
+    ValueError: eps outside (0, T).
+  """
+  if not 0.0 < eps < sde.T:
+    raise ValueError(f"classifier.eps={eps!r} must lie in (0, T={sde.T}).")
+
+  def loss_fn(key, params, batch):
+    x0, y = split_batch(batch)
+    key_t, key_z = jax.random.split(key)
+    t = jax.random.uniform(key_t, (x0.shape[0],), minval=eps, maxval=sde.T)
+    mean, std = sde.marginal_prob(x0, t)
+    x_t = mean + sde_lib._bcast(std, x0) * jax.random.normal(key_z, x0.shape)
+    log_p = jax.nn.log_softmax(log_prob_fn(params, x_t, t), axis=-1)  # logits or log-probs alike
+    return -jnp.mean(jnp.take_along_axis(log_p, y[:, None].astype(jnp.int32), axis=1))
 
   return loss_fn
 

@@ -24,7 +24,9 @@ def _env_int(name):
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (default runs/<config file stem>).")
-flags.DEFINE_enum("mode", "all", ["train", "eval", "sample", "all"], "What to run.")
+flags.DEFINE_enum("mode", "all", ["train", "train_classifier", "eval", "sample", "all"],
+                  "What to run (train_classifier: the noise-conditional classifier of the config's "
+                  "`classifier` group, for classifier guidance).")
 flags.DEFINE_string("jax_cache_dir", os.path.expanduser("~/.cache/score_sde_jax"),
                     "Persistent XLA compilation cache (reruns skip compiling); empty to disable.")
 flags.DEFINE_bool("multihost", False, "Join a multi-process run with jax.distributed.initialize.")
@@ -75,6 +77,9 @@ def main(argv):
     ev = out["eval"]
     print(f"energy distance {ev['model']['energy_distance']:.3e} = {ev['energy_ratio']:.2f}x floor "
           f"({ev['floor']['energy_distance']:.3e}); nfe {ev['nfe']}; summary in {workdir}/eval/summary.json")
+    for label, row in ev.get("per_class", {}).items():
+      ratios = ", ".join(f"{name} {v['energy_ratio']:.2f}x" for name, v in row.items() if name != "floor")
+      print(f"class {label}: energy distance / floor: {ratios}")
 
 
 def parse_flags(argv):

@@ -34,7 +34,7 @@ import models
 import sampling
 import sde_lib
 
-MODES = ("train", "eval", "sample", "all")
+MODES = ("train", "train_classifier", "eval", "sample", "all")
 
 
 # --- building objects from a config ---------------------------------------------------
@@ -107,7 +107,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     score_keys = ("parameterization", "conditioning", "input_scaling")
     model = models.get_model(**_kwargs(config.model, drop=score_keys))
     model_score_fn = models.get_score_fn(sde, model, **{k: config.model[k] for k in score_keys})
-    loss_fn = losses.get_sde_loss_fn(sde, model_score_fn, **_kwargs(config.loss, drop=("name",)))
+    loss_fn = losses.get_sde_loss_fn(sde, model_score_fn, num_classes=num_classes(config),
+                                     **_kwargs(config.loss, drop=("name",)))
   else:
     raise ValueError(f"loss.name={loss_name!r} is unknown; valid: ['ddpm', 'sde'].")
   if "vlb" in config:  # build (not run) the bound so bad vlb fields fail here
@@ -116,8 +117,9 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   train_step = losses.get_train_step_fn(loss_fn, optimizer, ema_rate=config.training.ema_rate,
                                         ema_warmup=config.training.ema_warmup)
   # Build (not run) the sampler and likelihood once so their bad fields fail here.
-  sampling.get_sampler(sde, (1, target.dim), **config.sampling)
+  sampling.get_sampler(sde, (1, target.dim), **sampler_kwargs(config))
   _likelihood_fn(sde, config)
+  validate_conditional(config, target)
   return Experiment(config, sde, target, model, model_score_fn, optimizer, train_step, (target.dim,))
 
 
@@ -351,7 +353,7 @@ def get_multi_step_fn(exp: Experiment, n_steps: int, mesh: Mesh) -> Callable:
 
   def multi_step(state, data_key, train_key):
     def body(state, _):
-      batch = exp.target.sample(jax.random.fold_in(data_key, state.step), B)
+      batch = train_batch(exp.config, exp.target, jax.random.fold_in(data_key, state.step), B)
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
       return exp.train_step(state, batch, train_key)
 
@@ -515,7 +517,7 @@ def _sample_fns(exp: Experiment, n: int, mesh: Mesh | None = None, **extra) -> t
   mesh = mesh or make_mesh()
   n_dev = mesh.devices.size
   n_pad = -(-n // n_dev) * n_dev
-  sampler = sampling.get_sampler(exp.sde, (n_pad,) + exp.shape, **exp.config.sampling, **extra)
+  sampler = sampling.get_sampler(exp.sde, (n_pad,) + exp.shape, **sampler_kwargs(exp.config), **extra)
   data = NamedSharding(mesh, P("data"))
 
   def shard(out):  # (x, nfe) or (x, nfe, trajectory [K, B, ...])
@@ -645,6 +647,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     t0 = time.time()
     summary["likelihood"] = _nll_metrics(jax.random.fold_in(key_score, 1), exp, state.ema_params, sample_fn)
     timings["likelihood_s"] = time.time() - t0
+  if has_labels_eval(exp, workdir):
+    t0 = time.time()
+    summary["per_class"] = evaluate_per_class(config, exp, workdir, state)
+    timings["per_class_s"] = time.time() - t0
   summary["timings"] = timings
   if is_primary():
     _write_eval_outputs(exp, workdir, state, summary, arrays)
@@ -677,6 +683,8 @@ def _write_eval_outputs(exp: Experiment, workdir: str, state, summary: dict, arr
   flat = {"energy_distance": summary["model"]["energy_distance"], "energy_ratio": summary["energy_ratio"],
           "energy_floor": summary["floor"]["energy_distance"], "nfe": summary["nfe"],
           "score_weighted_mse": summary["score_error"]["weighted_mse"]}
+  for label, row in summary.get("per_class", {}).items():
+    flat.update({f"class_{label}/{name}_energy_ratio": v["energy_ratio"] for name, v in row.items() if name != "floor"})
   if "vlb" in summary:
     flat["vlb_bits_per_dim"] = summary["vlb"]["bits_per_dim"]
   if "likelihood" in summary:
@@ -713,7 +721,10 @@ def write_plots(exp: Experiment, workdir: str, state, arrays: dict) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> dict:
-  """Entry point for run.py: mode in train | eval | sample | all.
+  """Entry point for run.py: mode in train | train_classifier | eval | sample | all.
+
+  "all" trains the score model, then the classifier (when the config has a `classifier`
+  group), then evaluates.
 
   Raises:
     ValueError: bad mode or config (before anything is compiled or written).
@@ -731,6 +742,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> d
       t0 = time.time()
       train(config, workdir)
       out["train_s"] = time.time() - t0
+    if mode == "train_classifier" or (mode == "all" and "classifier" in config):
+      t0 = time.time()
+      train_classifier(config, workdir)
+      out["train_classifier_s"] = time.time() - t0
     if mode == "sample":
       out["sample"] = sample(config, workdir)
     if mode in ("eval", "all"):
@@ -738,3 +753,269 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> d
       out["eval"] = evaluate(config, workdir)
       out["eval_s"] = time.time() - t0
   return out
+
+
+# --- conditional generation: labels, classifier training, per-class evaluation ---------
+#
+# Config fields: model.num_classes (K > 0: a class-conditional score network with a null
+# label), loss.label_dropout (classifier-free training), sampling.guidance_w (the CFG weight w)
+# and sampling.classifier_scale (classifier-guidance scale; 0 = off), both consumed here and
+# not passed to the sampler; eval.n_class_samples; and the `classifier` group (its network,
+# loss eps, optimizer and training length), trained by --mode=train_classifier into
+# workdir/classifier/.
+
+GUIDANCE_FIELDS = ("guidance_w", "classifier_scale")
+CLASSIFIER_FIELDS = ("model", "conditioning", "input_scaling", "eps", "optim", "n_iters", "batch_size",
+                     "log_freq")
+
+
+def num_classes(config: ml_collections.ConfigDict) -> int:
+  """K of a class-conditional score model (config.model.num_classes), 0 if unconditional."""
+  return int(config.model.get("num_classes", 0))
+
+
+def sampler_kwargs(config: ml_collections.ConfigDict) -> dict:
+  """config.sampling without the guidance fields, which run_lib consumes itself."""
+  return _kwargs(config.sampling, drop=GUIDANCE_FIELDS)
+
+
+def validate_conditional(config: ml_collections.ConfigDict, target) -> None:
+  """Checks labels, guidance and classifier fields against the target.
+
+  Raises:
+    ValueError: naming the field, its value and what is allowed.
+  """
+  k = num_classes(config)
+  labelled = hasattr(target, "sample_with_labels")
+  if k and not labelled:
+    raise ValueError(f"model.num_classes={k} needs a dataset with labels; data.name="
+                     f"{config.data.name!r} has none (set model.num_classes=0).")
+  if k and config.loss.get("name", "sde") != "sde":
+    raise ValueError(f"model.num_classes={k} needs loss.name='sde' (the class-conditional DSM loss); "
+                     f"got loss.name={config.loss.name!r}.")
+  if k and k != target.num_classes:
+    raise ValueError(f"model.num_classes={k} must equal the dataset's number of classes {target.num_classes}.")
+  w = config.sampling.get("guidance_w", 0.0)
+  if not (isinstance(w, (int, float)) and w >= 0):
+    raise ValueError(f"sampling.guidance_w={w!r} must be a number >= 0 (0: the conditional score).")
+  if w and not k:
+    raise ValueError(f"sampling.guidance_w={w!r} needs a class-conditional model (model.num_classes > 0).")
+  scale = config.sampling.get("classifier_scale", 0.0)
+  if not (isinstance(scale, (int, float)) and scale >= 0):
+    raise ValueError(f"sampling.classifier_scale={scale!r} must be a number >= 0 (0: no classifier guidance).")
+  if scale and "classifier" not in config:
+    raise ValueError(f"sampling.classifier_scale={scale!r} needs a `classifier` config group.")
+  if "classifier" in config:
+    if not labelled:
+      raise ValueError(f"the classifier needs a dataset with labels; data.name={config.data.name!r} has none.")
+    build_classifier(config, target)
+  if "n_class_samples" in config.eval:
+    _positive_int("eval", config.eval, "n_class_samples")
+
+
+def build_classifier(config: ml_collections.ConfigDict, target, sde: sde_lib.SDE | None = None):
+  """(model, log_prob_fn(params, x, t), optimizer, train_step) of the noise-conditional classifier.
+
+  Raises:
+    ValueError: a missing or unknown field of the classifier group, or a bad value.
+  """
+  cc = config.classifier
+  unknown = sorted(set(cc.keys()) - set(CLASSIFIER_FIELDS))
+  missing = sorted(set(CLASSIFIER_FIELDS) - set(cc.keys()))
+  if unknown or missing:
+    raise ValueError(f"classifier group: unknown fields {unknown}, missing fields {missing}; "
+                     f"fields are {list(CLASSIFIER_FIELDS)}.")
+  for f in ("n_iters", "batch_size", "log_freq"):
+    _positive_int("classifier", cc, f)
+  if cc.batch_size % jax.device_count():
+    raise ValueError(f"classifier.batch_size={cc.batch_size} must be divisible by the device count {jax.device_count()}.")
+  sde = sde or sde_lib.get_sde(**config.sde)
+  model = models.get_classifier(num_classes=target.num_classes, **cc.model)
+  log_prob_fn = models.get_classifier_fn(sde, model, conditioning=cc.conditioning, input_scaling=cc.input_scaling)
+  loss_fn = losses.get_classifier_loss_fn(sde, log_prob_fn, eps=cc.eps)
+  optimizer = losses.get_optimizer(total_steps=cc.n_iters, **cc.optim)
+  train_step = losses.get_train_step_fn(loss_fn, optimizer, ema_rate=0.0, ema_warmup=False)
+  return model, log_prob_fn, optimizer, train_step
+
+
+def train_batch(config: ml_collections.ConfigDict, target, key: jax.Array, n: int):
+  """The training batch: x [n, ...], or {"x", "y"} for a class-conditional model."""
+  if num_classes(config):
+    x, y = target.sample_with_labels(key, n)
+    return {"x": x, "y": y.astype(jnp.int32)}
+  return target.sample(key, n)
+
+
+def _classifier_dir(workdir: str) -> str:
+  return os.path.join(workdir, "classifier")
+
+
+def train_classifier(config: ml_collections.ConfigDict, workdir: str) -> losses.TrainState:
+  """Trains (or resumes) the noise-conditional classifier on the SDE's perturbed labelled data.
+
+  Checkpoints under workdir/classifier/checkpoints; metrics "classifier_train" in metrics.jsonl.
+
+  Raises:
+    ValueError: no classifier group, or a bad classifier field.
+  """
+  if "classifier" not in config:
+    raise ValueError("--mode=train_classifier needs a `classifier` config group (see configs/cond_gmm.py).")
+  exp = build(config)
+  cc = config.classifier
+  model, _, optimizer, train_step = build_classifier(config, exp.target, exp.sde)
+  mesh = make_mesh()
+  replicated, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 7), 3)  # init, data, train
+  params = models.init_params(keys[0], model, (1,) + exp.shape)
+  state = jax.device_put(losses.init_train_state(params, optimizer), replicated)
+  os.makedirs(_classifier_dir(workdir), exist_ok=True)
+  mngr = checkpoint_manager(_classifier_dir(workdir), cc.n_iters)
+  state = restore_state(mngr, state)
+
+  def multi_step(state, n):
+    def body(state, _):
+      x, y = exp.target.sample_with_labels(jax.random.fold_in(keys[1], state.step), cc.batch_size)
+      batch = jax.lax.with_sharding_constraint({"x": x, "y": y.astype(jnp.int32)}, data)
+      return train_step(state, batch, keys[2])
+    return jax.lax.scan(body, state, None, length=n)
+
+  step_fn = jax.jit(multi_step, static_argnums=1, donate_argnums=0)
+  writer = MetricWriter(workdir)
+  while int(state.step) < cc.n_iters:
+    n = min(cc.log_freq, cc.n_iters - int(state.step))
+    state, metrics = step_fn(state, n)
+    loss = float(np.mean(np.asarray(metrics["loss"])))
+    if not np.isfinite(loss):
+      raise TrainingDiverged(f"classifier loss is non-finite at step {int(state.step)}; lower classifier.optim.lr.")
+    writer.write(int(state.step), "classifier_train", {"loss": loss})
+  if int(state.step) not in mngr.all_steps():
+    mngr.save(int(state.step), args=ocp.args.StandardSave(_state_dict(state)))
+    mngr.wait_until_finished()
+  writer.close()
+  return state
+
+
+def load_classifier(config: ml_collections.ConfigDict, exp: Experiment, workdir: str):
+  """(log_prob_fn, params) of the trained classifier, or None when none was trained."""
+  path = _classifier_dir(workdir)
+  if "classifier" not in config or not os.path.isdir(os.path.join(path, "checkpoints")):
+    return None
+  model, log_prob_fn, optimizer, _ = build_classifier(config, exp.target, exp.sde)
+  init = losses.init_train_state(models.init_params(jax.random.key(0), model, (1,) + exp.shape), optimizer)
+  mngr = checkpoint_manager(path, config.classifier.n_iters)
+  if mngr.latest_step() is None:
+    return None
+  return log_prob_fn, restore_state(mngr, init).params
+
+
+def has_labels_eval(exp: Experiment, workdir: str) -> bool:
+  """Per-class evaluation runs for a class-conditional model or a trained classifier."""
+  return bool(num_classes(exp.config)) or load_classifier(exp.config, exp, workdir) is not None
+
+
+def _class_sampler(exp: Experiment, n: int, make_score: Callable, mesh: Mesh | None = None) -> Callable:
+  """jit of fn(key, label, *args) -> (x [n, ...], nfe): every sample of class `label`, with
+  score make_score(y [n_pad], *args); sharded and padded as `_sample_fns` (label traced)."""
+  mesh = mesh or make_mesh()
+  n_pad = -(-n // mesh.devices.size) * mesh.devices.size
+  sampler = sampling.get_sampler(exp.sde, (n_pad,) + exp.shape, **sampler_kwargs(exp.config))
+  data = NamedSharding(mesh, P("data"))
+
+  def fn(key, label, *args):
+    out = sampler(key, make_score(jnp.full((n_pad,), label, jnp.int32), *args))
+    return jax.lax.with_sharding_constraint(out[0], data)[:n], out[1]
+
+  jitted, replicated = jax.jit(fn), NamedSharding(mesh, P())
+  return lambda key, label, *args: jitted(*jax.device_put((key, jnp.int32(label), *args), replicated))
+
+
+def _guided_scores(exp: Experiment, classifier) -> dict:
+  """name -> (make_score(y, *args), args) for every guidance the config and workdir allow."""
+  cfg = exp.config
+  w = float(cfg.sampling.get("guidance_w", 0.0))
+  scale = float(cfg.sampling.get("classifier_scale", 0.0))
+  out = {}
+  if num_classes(cfg):
+    out["cfg"] = (lambda y, p: sampling.classifier_free_guidance(functools.partial(exp.model_score_fn, p), y, w),
+                  ("params",))
+  if classifier is not None and scale > 0:
+    log_prob_fn, _ = classifier
+    out["classifier"] = (lambda y, p, c: sampling.classifier_guidance(
+        functools.partial(exp.model_score_fn, p), functools.partial(log_prob_fn, c), y, scale), ("params", "classifier"))
+  if cfg.eval.oracle and hasattr(exp.target, "conditional_score_fn"):
+    cond, marginal = exp.target.conditional_score_fn(exp.sde), exp.target.score_fn(exp.sde)
+    posterior = exp.target.class_log_posterior_fn(exp.sde)
+    out["oracle_cfg"] = (lambda y: sampling.classifier_free_guidance(cond, y, w), ())
+    # scale 1 with the exact posterior is Bayes' rule: exactly the conditional score.
+    exact_scale = scale if scale > 0 else 1.0
+    out["oracle_classifier"] = (lambda y: sampling.classifier_guidance(marginal, posterior, y, exact_scale), ())
+  return out
+
+
+def class_reference(target, label: int, key: jax.Array, n: int) -> np.ndarray:
+  """n true samples of class `label`: the exact component, or labelled draws filtered by label."""
+  if hasattr(target, "component"):
+    return np.asarray(target.component(label).sample(key, n))
+  chunks, have, i = [], 0, 0
+  while have < n:
+    x, y = target.sample_with_labels(jax.random.fold_in(key, i), 4 * n)
+    keep = np.asarray(x)[np.asarray(y) == label]
+    chunks.append(keep)
+    have, i = have + len(keep), i + 1
+    if i > 100:
+      raise ValueError(f"class {label} is too rare to draw {n} reference samples.")
+  return np.concatenate(chunks)[:n]
+
+
+def evaluate_per_class(config: ml_collections.ConfigDict, exp: Experiment, workdir: str, state) -> dict:
+  """Per-class energy distances of guided samples against the true class distribution.
+
+  For each class k and each guidance in `_guided_scores` (the model with classifier-free
+  guidance at sampling.guidance_w, the model with the trained classifier at
+  sampling.classifier_scale, and with eval.oracle the exact conditional score and the exact
+  classifier), eval.n_class_samples samples vs eval.n_floor_pairs true sets of class k; the
+  floor is the mean energy distance between pairs of true class-k sets. Plots per class.
+  """
+  ev = config.eval
+  n = ev.get("n_class_samples", 2000)
+  classifier = load_classifier(config, exp, workdir)
+  bound = {"params": state.ema_params, "classifier": None if classifier is None else classifier[1]}
+  key = jax.random.fold_in(_root_keys(config.seed)["eval"], 11)
+  out, arrays = {}, {}
+  for name, (make_score, arg_names) in _guided_scores(exp, classifier).items():
+    fn = _class_sampler(exp, n, make_score)
+    args = [bound[a] for a in arg_names]
+    for label in range(exp.target.num_classes):
+      x, nfe = fn(jax.random.fold_in(key, label), label, *args)
+      arrays.setdefault(label, {})[name] = to_host(x)
+  for label, sets in arrays.items():
+    k_ref = jax.random.fold_in(key, 1000 + label)
+    refs = [class_reference(exp.target, label, jax.random.fold_in(k_ref, i), n) for i in range(ev.n_floor_pairs + 1)]
+    floor = float(np.mean([evaluation.energy_distance(refs[i], refs[i + 1]) for i in range(ev.n_floor_pairs)]))
+    row = {"floor": floor}
+    for name, x in sets.items():
+      ed = float(np.mean([evaluation.energy_distance(x, r) for r in refs[1:]]))
+      row[name] = {"energy_distance": ed, "energy_ratio": ed / floor}
+    out[str(label)] = row
+    sets["reference"] = refs[0]
+  if is_primary() and ev.plots:
+    _plot_per_class(exp, workdir, arrays)
+  return out
+
+
+def _plot_per_class(exp: Experiment, workdir: str, arrays: dict) -> None:
+  """plots/samples_class_<k>.png over the class density for vectors; one grid per guidance
+  with a row per class (8 samples each) for images [H, W, C]."""
+  import plotting
+
+  plots = os.path.join(workdir, "plots")
+  if len(exp.shape) == 1:
+    for label, sets in arrays.items():
+      target = exp.target.component(label) if hasattr(exp.target, "component") else None
+      plotting.plot_samples(os.path.join(plots, f"samples_class_{label}.png"), target, sets,
+                            title=f"class {label}")
+    return
+  names = next(iter(arrays.values())).keys()
+  for name in names:
+    grid = np.concatenate([arrays[label][name][:8] for label in sorted(arrays)])
+    plotting.plot_image_grid(os.path.join(plots, f"class_grid_{name}.png"), grid, nrow=8)

@@ -779,3 +779,276 @@ def get_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, method: str = "pc",
     return factory(sde, tuple(shape), **kwargs)
   except TypeError as e:
     raise ValueError(f"sampling: bad field for method={method!r}: {e}") from None
+
+
+# --- conditional generation: guidance, inpainting / imputation, colorization ---
+#
+# Guidance turns a conditional model into an ordinary score_fn(x, t) by closing over the
+# labels, so every sampler above samples p_t(x | c) unchanged. The closures are
+# jax.tree_util.Partial objects whose labels, scales and bound parameters are leaves: jitted
+# samplers (the ODE sampler) trace them instead of recompiling per label. Labels are [B]
+# (one per sample; a scalar broadcasts): row i of the batch depends only on label i and
+# key i, so per-sample reproducibility is kept.
+
+CondScoreFn = Callable[..., Array]  # cond_score_fn(x, t, y) -> score; y=None is the null label
+
+
+def _labels(y, x: Array) -> Array:
+  return jnp.broadcast_to(jnp.asarray(y, jnp.int32), x.shape[:1])
+
+
+def _cfg_score(cond_score_fn, y, w, x, t):
+  s_c = cond_score_fn(x, t, _labels(y, x))
+  s_u = cond_score_fn(x, t, None)
+  return (1.0 + w) * s_c - w * s_u
+
+
+def classifier_free_guidance(cond_score_fn: CondScoreFn, y, w) -> ScoreFn:
+  """Classifier-free guidance (Ho & Salimans 2022, Eq. 6 in score form):
+
+      s_w(x, t) = (1 + w) s(x, t, y) - w s(x, t, null) = s(x, t, y) + w grad log p_t(y | x)_implicit.
+
+  w = 0 is the conditional score; w > 0 sharpens towards the class. Each call evaluates the
+  network twice (conditional and null label): the network NFE is twice the sampler's nfe.
+
+  Args:
+    cond_score_fn: cond_score_fn(x, t, y) -> score, y [B] int or None for the null label
+      (e.g. functools.partial(model_score_fn, params), or target.conditional_score_fn(sde)).
+    y: labels [B] (or a scalar for the whole batch).
+    w: guidance weight (a float or a traced scalar).
+
+  Returns:
+    score_fn(x, t), a pytree-callable for any sampler.
+  """
+  return jax.tree_util.Partial(_cfg_score, as_pytree_fn(cond_score_fn), jnp.asarray(y, jnp.int32),
+                               jnp.asarray(w, jnp.float32))
+
+
+def _label_log_prob_grad(log_prob_fn, y, x, t):
+  """grad_x log p(y_i | x_i, t) row by row; the log-softmax makes logits and log-probs interchangeable."""
+  y = _labels(y, x)
+
+  def total(x_):
+    log_p = jax.nn.log_softmax(log_prob_fn(x_, t), axis=-1)
+    return jnp.sum(jnp.take_along_axis(log_p, y[:, None], axis=1))
+
+  return jax.grad(total)(x)
+
+
+def _classifier_guided_score(score_fn, log_prob_fn, y, scale, x, t):
+  return score_fn(x, t) + scale * _label_log_prob_grad(log_prob_fn, y, x, t)
+
+
+def classifier_guidance(score_fn: ScoreFn, log_prob_fn: Callable[[Array, Array], Array], y,
+                        scale) -> ScoreFn:
+  """Classifier guidance (Song et al. 2021, Eq. 14; Dhariwal & Nichol 2021, Alg. 1 as a score):
+
+      s(x, t | y) = s(x, t) + scale grad_x log p_t(y | x).
+
+  With the exact score and the exact posterior p_t(y | x) and scale = 1 this is exactly the
+  conditional score grad log p_t(x | y) (Bayes). The classifier gradient is one extra
+  forward and backward pass per sampler evaluation (not counted in the sampler's nfe).
+
+  Args:
+    score_fn: the unconditional score, score_fn(x, t).
+    log_prob_fn: log_prob_fn(x, t) -> [B, K] log p(c | x_t) or logits (e.g. the exact
+      `target.class_log_posterior_fn(sde)` or functools.partial(classifier_fn, params)).
+    y: labels [B] (or a scalar).
+    scale: guidance scale (1 = Bayes).
+
+  Returns:
+    score_fn(x, t), a pytree-callable for any sampler.
+  """
+  return jax.tree_util.Partial(_classifier_guided_score, as_pytree_fn(score_fn), as_pytree_fn(log_prob_fn),
+                               jnp.asarray(y, jnp.int32), jnp.asarray(scale, jnp.float32))
+
+
+def impose_known(x: Array, x_known: Array, mask: Array) -> Array:
+  """mask * x_known + (1 - mask) * x: the known coordinates (mask = 1) set exactly."""
+  mask = jnp.broadcast_to(jnp.asarray(mask, x.dtype), x.shape)
+  return mask * jnp.asarray(x_known, x.dtype) + (1.0 - mask) * x
+
+
+def _diffused_known(keys: Array, sde: sde_lib.SDE, x_known: Array, t: Array) -> Array:
+  """A fresh forward-diffused copy alpha_t x_known + sigma_t z of the known data; row i from keys[i]."""
+  mean, std = sde.marginal_prob(x_known, t)
+  return mean + _bcast(std, x_known) * _normal(keys, x_known)
+
+
+def _check_mask(shape, x_known, mask) -> None:
+  if tuple(jnp.shape(x_known)) != tuple(shape):
+    raise ValueError(f"x_known.shape={tuple(jnp.shape(x_known))} must equal the sampler's shape={tuple(shape)}.")
+  try:
+    np.broadcast_shapes(tuple(jnp.shape(mask)), tuple(shape))
+  except ValueError:
+    raise ValueError(f"mask.shape={tuple(jnp.shape(mask))} must broadcast to shape={tuple(shape)}.") from None
+
+
+def get_inpainting_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, predictor: str = "reverse_diffusion",
+                           corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
+                           probability_flow: bool = False, denoise: bool = True,
+                           eps: float = 1e-3) -> Callable:
+  """Inpainting / imputation by replacement (Song et al. 2021, App. I.2) on the PC sampler's grid.
+
+  The unknown coordinates (mask = 0) follow the PC sampler; after every corrector step at t_k
+  and every predictor step to t_{k+1} the known ones (mask = 1) are replaced by a fresh
+  forward-diffused copy alpha_t x_known + sigma_t z of the data at that time (t_{k+1} after the
+  predictor). At the end the sample is denoised with Tweedie's formula at eps (`denoise`) and
+  then the known coordinates are set to x_known exactly: the final mean is computed from
+  the sample, not from an already re-noised copy of it. Replacement is an approximation: the
+  noised known part is drawn independently of the unknown part's path, which biases
+  p(x_unknown | x_known) where the two are strongly dependent (measured in benchmarks/RESULTS.md);
+  pass a `reconstruction_guidance` score to correct it with the gradient of the known part.
+  NFE as `get_pc_sampler`.
+
+  Returns:
+    sampler(key, score_fn, x_known, mask) -> (samples, nfe); x_known [B, ...] (values at
+    mask = 0 are ignored), mask broadcastable to [B, ...], 1 = known.
+
+  Raises:
+    ValueError: as `get_pc_sampler`; at call time, x_known or mask of the wrong shape.
+  """
+  get_pc_sampler(sde, shape, predictor=predictor, corrector=corrector, snr=snr, n_steps=n_steps,
+                 probability_flow=probability_flow, denoise=denoise, eps=eps)  # validates the settings
+  predictor_fn, corrector_fn = PREDICTORS[predictor], CORRECTORS[corrector]
+  n_corr = int(n_steps) if corrector_fn is not None else 0
+  nfe = sde.N * ((predictor != "none") + n_corr) + int(denoise)
+  ts = jnp.linspace(sde.T, eps, sde.N + 1)
+  B = shape[0]
+
+  def sampler(key, score_fn, x_known, mask):
+    _check_mask(shape, x_known, mask)
+    keys = per_sample_keys(key, B)
+    known_keys = _fold(keys, 2)
+    replace = lambda x, t, k: impose_known(x, _diffused_known(_fold(known_keys, k), sde, x_known, t), mask)
+    x = replace(prior_sample(_fold(keys, 0), sde, shape), jnp.full((B,), sde.T), 0)
+    keys = _fold(keys, 1)
+    rsde = sde.reverse(score_fn, probability_flow)
+
+    def step(x, k):
+      t, t_next = jnp.full((B,), ts[k]), jnp.full((B,), ts[k + 1])
+      step_keys = _fold(keys, k)
+      for j in range(n_corr):
+        x, _ = corrector_fn(_fold(step_keys, j + 1), sde, score_fn, x, t, snr)
+        x = replace(x, t, (n_corr + 1) * k + j + 1)
+      x, _ = predictor_fn(_fold(step_keys, 0), rsde, x, t, t_next)
+      return replace(x, t_next, (n_corr + 1) * (k + 1)), None
+
+    x, _ = jax.lax.scan(step, x, jnp.arange(sde.N))
+    if denoise:
+      x = tweedie_denoise(sde, score_fn, x, jnp.full((B,), eps))
+    return impose_known(x, x_known, mask), nfe
+
+  return sampler
+
+
+def _reconstruction_guided_score(sde, score_fn, x_known, mask, scale, data_var, x, t):
+  alpha, sigma = sde.marginal_coeffs(t)
+  mask = jnp.broadcast_to(jnp.asarray(mask, x.dtype), x.shape)
+
+  def denoised(x_):
+    s = score_fn(x_, t)
+    return (x_ + _bcast(sigma**2, x_) * s) / _bcast(alpha, x_), s
+
+  x0_hat, vjp_fn, s = jax.vjp(denoised, x, has_aux=True)
+  r2 = data_var * sigma**2 / (alpha**2 * data_var + sigma**2)  # Var[x0 | x_t] for N(0, data_var I) data
+  # grad_x log N(x_known; x0_hat(x), r_t^2) on the known coordinates = J^T mask (x_known - x0_hat) / r_t^2.
+  (grad,) = vjp_fn(mask * (x_known - x0_hat) / _bcast(r2, x))
+  return s + scale * grad
+
+
+def reconstruction_guidance(sde: sde_lib.SDE, score_fn: ScoreFn, x_known: Array, mask: Array, *,
+                            scale: float = 1.0, data_var: float = 1.0) -> ScoreFn:
+  """Gradient-based conditioning on known coordinates (Ho et al. 2022, "Video diffusion models",
+  Eq. 7; Chung et al. 2023, DPS; variance as Song et al. 2023, PiGDM):
+
+      s(x_t | x_known) ~ s(x_t) + scale grad_{x_t} log N(x_known; M x0_hat(x_t), r_t^2 I),
+      x0_hat = (x_t + sigma_t^2 s(x_t)) / alpha_t,  r_t^2 = v sigma_t^2 / (alpha_t^2 v + sigma_t^2),
+
+  M the mask and r_t^2 the posterior variance of x0 given x_t for N(0, v I) data (v = data_var).
+  The gradient goes through the network (a vector-Jacobian product), so it corrects the
+  unknown coordinates for what the known ones imply, which replacement does not. It is an
+  ordinary score_fn: use it with any sampler (then `impose_known` on the result), or with
+  `get_inpainting_sampler` to combine both (Ho et al.'s reconstruction-guided replacement).
+
+  Args:
+    sde: the forward SDE.
+    score_fn: the unconditional score.
+    x_known: data [B, ...] (values at mask = 0 ignored).
+    mask: 1 = known, broadcastable to x_known.shape.
+    scale: guidance weight w_r (1: the Gaussian approximation of p(x_known | x_t) as it is).
+    data_var: v, the per-coordinate data variance assumed in r_t^2.
+
+  Returns:
+    score_fn(x, t), a pytree-callable for any sampler.
+
+  Raises:
+    ValueError: data_var <= 0.
+  """
+  if not data_var > 0:
+    raise ValueError(f"data_var={data_var!r} must be > 0.")
+  return jax.tree_util.Partial(functools.partial(_reconstruction_guided_score, sde), as_pytree_fn(score_fn),
+                               jnp.asarray(x_known), jnp.asarray(mask), jnp.asarray(scale, jnp.float32),
+                               jnp.asarray(data_var, jnp.float32))
+
+
+def colorization_basis(n_channels: int) -> np.ndarray:
+  """An orthogonal [C, C] matrix M whose first row is (1, ..., 1) / sqrt(C).
+
+  u = M x (per pixel, over channels) has u_0 = sqrt(C) grey with grey the channel mean, and
+  u_1.. spanning the colour directions orthogonal to grey (Song et al. 2021, App. I.2).
+
+  Raises:
+    ValueError: n_channels < 2.
+  """
+  if not (isinstance(n_channels, (int, np.integer)) and n_channels >= 2):
+    raise ValueError(f"n_channels={n_channels!r} must be an integer >= 2 for colorization.")
+  a = np.eye(n_channels)
+  a[:, 0] = 1.0
+  q, _ = np.linalg.qr(a)
+  q = q * np.sign(q[0, 0])  # first column +1/sqrt(C)
+  return q.T
+
+
+def _rotated_score(score_fn, M, u, t):
+  return score_fn(u @ M, t) @ M.T  # orthogonal change of variables: s_u(u) = M s_x(M^T u)
+
+
+def get_colorization_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, guidance_scale: float = 0.0,
+                             data_var: float = 1.0, **kwargs) -> Callable:
+  """Colorization: samples x [B, ..., C] (channels last) given its grey image mean_c x.
+
+  The forward noise is isotropic, so in the orthogonal basis u = M x of `colorization_basis`
+  the SDE is unchanged and the score is M s(M^T u). There the grey image is the known
+  coordinate u_0 = sqrt(C) grey, and colorization is `get_inpainting_sampler` on u with a
+  mask on channel 0; the result is rotated back, so mean_c x = grey exactly. With
+  guidance_scale > 0 the rotated score is also `reconstruction_guidance`d towards the grey
+  image (scale, data_var as there), which removes most of the replacement bias.
+
+  Args:
+    sde, shape: as `get_inpainting_sampler`; shape[-1] = C >= 2.
+    guidance_scale: reconstruction-guidance weight (0: replacement only).
+    data_var: the data variance assumed by the guidance.
+    **kwargs: PC settings of `get_inpainting_sampler`.
+
+  Returns:
+    sampler(key, score_fn, grey) -> (samples [B, ..., C], nfe); grey [B, ...] (= shape[:-1]).
+
+  Raises:
+    ValueError: bad settings or C < 2; at call time, grey of the wrong shape.
+  """
+  M = jnp.asarray(colorization_basis(shape[-1]), jnp.float32)
+  inpaint = get_inpainting_sampler(sde, shape, **kwargs)
+  mask = jnp.zeros(shape[-1]).at[0].set(1.0)
+
+  def sampler(key, score_fn, grey):
+    if tuple(jnp.shape(grey)) != tuple(shape[:-1]):
+      raise ValueError(f"grey.shape={tuple(jnp.shape(grey))} must equal shape[:-1]={tuple(shape[:-1])}.")
+    u_known = jnp.zeros(shape).at[..., 0].set(jnp.sqrt(float(shape[-1])) * grey)
+    u_score = jax.tree_util.Partial(_rotated_score, as_pytree_fn(score_fn), M)
+    if guidance_scale > 0:
+      u_score = reconstruction_guidance(sde, u_score, u_known, mask, scale=guidance_scale, data_var=data_var)
+    u, nfe = inpaint(key, u_score, u_known, mask)
+    return u @ M, nfe
+
+  return sampler

@@ -1,9 +1,11 @@
 """Score networks: a registry by name and `get_score_fn`, which turns a network into a score.
 
 A network is a Flax module called as `model.apply({"params": p}, x, c, train=...)` with
-x [B, ...] and a per-example noise condition c [B]; it returns an array shaped like x.
-`get_score_fn` decides what c is (t or log sigma(t)), optionally rescales the input
-to unit variance, and converts the output into a score for the given SDE.
+x [B, ...] and a per-example noise condition c [B] (and `y=` labels [B] for a class-conditional
+network, `num_classes` > 0, label num_classes being the null label); it returns an array shaped
+like x. `get_score_fn` decides what c is (t or log sigma(t)), optionally rescales the input
+to unit variance, and converts the output into a score for the given SDE. Noise-conditional
+classifiers (`get_classifier`, `get_classifier_fn`) return log p(c | x_t, t) for classifier guidance.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 import sde_lib
+from models.classifier import NoiseConditionalClassifier
 from models.mlp import MLP
 
 Array = jax.Array
 
 _MODELS: dict[str, type[nn.Module]] = {"mlp": MLP}
+_CLASSIFIERS: dict[str, type[nn.Module]] = {"mlp": NoiseConditionalClassifier}
 PARAMETERIZATIONS = ("eps", "score")
 CONDITIONINGS = ("auto", "t", "log_sigma")
 
@@ -35,13 +39,17 @@ def get_model(name: str, **kwargs) -> nn.Module:
   Raises:
     ValueError: unknown name or field.
   """
-  if name not in _MODELS:
-    raise ValueError(f"model.name={name!r} is unknown; valid names: {sorted(_MODELS)}.")
-  cls = _MODELS[name]
+  return _build(_MODELS, "model", name, kwargs)
+
+
+def _build(registry: dict, group: str, name: str, kwargs: dict) -> nn.Module:
+  if name not in registry:
+    raise ValueError(f"{group}.name={name!r} is unknown; valid names: {sorted(registry)}.")
+  cls = registry[name]
   fields = set(cls.__dataclass_fields__) - {"parent", "name"}
   for k in kwargs:
     if k not in fields:
-      raise ValueError(f"model.{k} is not a field of {cls.__name__}; allowed fields: {sorted(fields)}.")
+      raise ValueError(f"{group}.{k} is not a field of {cls.__name__}; allowed fields: {sorted(fields)}.")
   model = cls(**kwargs)
   if hasattr(model, "validate"):
     model.validate()
@@ -61,7 +69,9 @@ def _is_ve_type(sde: sde_lib.SDE) -> bool:
 def get_score_fn(sde: sde_lib.SDE, model: nn.Module, *, parameterization: str = "eps",
                  conditioning: str = "auto", input_scaling: bool = True,
                  train: bool = False) -> Callable[[dict, Array, Array], Array]:
-  """Returns model_score_fn(params, x, t) -> score, shaped like x.
+  """Returns model_score_fn(params, x, t, y=None) -> score, shaped like x.
+
+  y [B] int labels go to a class-conditional network (`num_classes` > 0); None is the null label.
 
   Args:
     sde: the forward SDE; supplies alpha(t), sigma(t) of p_t(x | x0).
@@ -85,11 +95,43 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, *, parameterization: str = 
   use_log_sigma = conditioning == "log_sigma" or (conditioning == "auto" and _is_ve_type(sde))
   sign = -1.0 if parameterization == "eps" else 1.0
 
-  def model_score_fn(params, x, t):
+  def model_score_fn(params, x, t, y=None):
     alpha, sigma = sde.marginal_coeffs(t)
     c = jnp.log(sigma) if use_log_sigma else t
     x_in = x / sde_lib._bcast(jnp.sqrt(alpha**2 + sigma**2), x) if input_scaling else x
-    out = model.apply({"params": params}, x_in, c, train=train)
+    labels = {} if y is None else {"y": y}  # networks without labels keep working
+    out = model.apply({"params": params}, x_in, c, train=train, **labels)
     return sign * out / sde_lib._bcast(sigma, x)
 
   return model_score_fn
+
+
+def get_classifier(name: str = "mlp", **kwargs) -> nn.Module:
+  """Builds a noise-conditional classifier by registry name (config group `classifier.model`).
+
+  Raises:
+    ValueError: unknown name or field, or an out-of-range field.
+  """
+  return _build(_CLASSIFIERS, "classifier", name, kwargs)
+
+
+def get_classifier_fn(sde: sde_lib.SDE, model: nn.Module, *, conditioning: str = "auto",
+                      input_scaling: bool = True) -> Callable[[dict, Array, Array], Array]:
+  """Returns log_prob_fn(params, x, t) -> log p(c | x_t, t) [B, K] (log-softmax of the logits).
+
+  The classifier sees the same noise input and input scaling as `get_score_fn`.
+
+  Raises:
+    ValueError: unknown conditioning.
+  """
+  if conditioning not in CONDITIONINGS:
+    raise ValueError(f"classifier.conditioning={conditioning!r} is unknown; valid: {list(CONDITIONINGS)}.")
+  use_log_sigma = conditioning == "log_sigma" or (conditioning == "auto" and _is_ve_type(sde))
+
+  def log_prob_fn(params, x, t):
+    alpha, sigma = sde.marginal_coeffs(t)
+    c = jnp.log(sigma) if use_log_sigma else t
+    x_in = x / sde_lib._bcast(jnp.sqrt(alpha**2 + sigma**2), x) if input_scaling else x
+    return jax.nn.log_softmax(model.apply({"params": params}, x_in, c), axis=-1)
+
+  return log_prob_fn

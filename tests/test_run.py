@@ -39,6 +39,10 @@ def tiny(config, n_iters=20):
   config.eval.nll_samples = 64
   if "vlb" in config:
     config.vlb.n_points = 64
+  if "classifier" in config:
+    config.classifier.n_iters, config.classifier.log_freq, config.classifier.batch_size = 20, 10, 64
+  if "n_class_samples" in config.eval:
+    config.eval.n_class_samples = 200
   return config
 
 
@@ -136,6 +140,10 @@ def test_every_config_runs_through_run_lib(tmp_path, name):
   config.eval.oracle = False
   out = run_lib.run(config, str(tmp_path / name), "all")
   assert np.isfinite(out["eval"]["model"]["energy_distance"])
+  if "classifier" in config:  # conditional configs: per-class metrics of CFG and classifier guidance
+    assert os.path.isdir(tmp_path / name / "classifier" / "checkpoints")
+    for row in out["eval"]["per_class"].values():
+      assert set(row) == {"floor", "cfg", "classifier"} and np.isfinite(row["cfg"]["energy_ratio"])
 
 
 @pytest.mark.slow
