@@ -240,6 +240,19 @@ def test_bad_fast_sampler_arguments_raise(method, kwargs, match):
     sampling.get_sampler(SDES["vp"], (4, 2), method=method, **kwargs)
 
 
+def test_fast_configs_build_and_trajectory_plots_need_a_pc_sampler():
+  """configs/*_gmm_fast.py build; with trajectory plots on, a fast sampler fails at build time."""
+  import run_lib
+  from configs import ve_gmm_fast, vp_gmm_fast
+
+  for module in (ve_gmm_fast, vp_gmm_fast):
+    assert run_lib.build(module.get_config()).config.sampling.denoise
+  config = ve_gmm_fast.get_config()
+  config.eval.n_trajectory = 50
+  with pytest.raises(ValueError, match="eval.n_trajectory=50"):
+    run_lib.build(config)
+
+
 def test_bad_schedule_arguments_raise():
   with pytest.raises(ValueError, match="sampling.rho"):
     sampling.get_time_schedule(SDES["vp"], 10, schedule="edm", rho=0.0)
