@@ -1,6 +1,6 @@
 """Sampler quality vs NFE: energy distance of 10,000 samples to the truth, oracle and trained scores.
 
-    python benchmarks/samplers.py --write | tee samplers.jsonl   # ~15-20 min on 2 cores
+    python benchmarks/samplers.py --write | tee benchmarks/samplers.jsonl   # ~20-30 min on 2 cores
     python benchmarks/samplers.py --from-jsonl benchmarks/samplers.jsonl --write   # tables + plot only
 
 On the default 2-D Gaussian mixture with configs/ve_gmm.py (VESDE 0.01..100) and
