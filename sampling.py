@@ -615,7 +615,7 @@ def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int =
     sampler(key, score_fn, x_T=None) -> (samples, nfe).
 
   Raises:
-    ValueError: bad shape, n_steps, schedule, eps, eta outside [0, 1], or denoise with n_steps < 2.
+    ValueError: bad shape, n_steps, schedule, eps, eta outside [0, 1], denoise with n_steps < 2, or sigma_end out of range (`end_time`).
   """
   eps = end_time(sde, eps=eps, sigma_end=sigma_end)
   _check_common(sde, shape, eps)
@@ -672,7 +672,7 @@ def get_edm_heun_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: i
 
   Raises:
     ValueError: bad shape, n_steps, schedule, eps, S_churn < 0, S_noise < 0, S_tmin > S_tmax, or
-      denoise with n_steps < 2.
+      denoise with n_steps < 2, or sigma_end out of range (`end_time`).
   """
   eps = end_time(sde, eps=eps, sigma_end=sigma_end)
   _check_common(sde, shape, eps)
@@ -746,7 +746,7 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: i
     sampler(key, score_fn, x_T=None) -> (samples, nfe).
 
   Raises:
-    ValueError: bad shape, n_steps, schedule, eps, order not in {1, 2, 3}, or denoise with n_steps < 2.
+    ValueError: bad shape, n_steps, schedule, eps, order not in {1, 2, 3}, denoise with n_steps < 2, or sigma_end out of range (`end_time`).
   """
   eps = end_time(sde, eps=eps, sigma_end=sigma_end)
   _check_common(sde, shape, eps)
