@@ -615,7 +615,8 @@ def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int =
     sampler(key, score_fn, x_T=None) -> (samples, nfe).
 
   Raises:
-    ValueError: bad shape, n_steps, schedule, eps, eta outside [0, 1], denoise with n_steps < 2, or sigma_end out of range (`end_time`).
+    ValueError: bad shape, n_steps, schedule, eps, eta outside [0, 1], denoise with n_steps < 2,
+      or sigma_end out of range (`end_time`).
   """
   eps = end_time(sde, eps=eps, sigma_end=sigma_end)
   _check_common(sde, shape, eps)
@@ -746,7 +747,8 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: i
     sampler(key, score_fn, x_T=None) -> (samples, nfe).
 
   Raises:
-    ValueError: bad shape, n_steps, schedule, eps, order not in {1, 2, 3}, denoise with n_steps < 2, or sigma_end out of range (`end_time`).
+    ValueError: bad shape, n_steps, schedule, eps, order not in {1, 2, 3}, denoise with n_steps < 2,
+      or sigma_end out of range (`end_time`).
   """
   eps = end_time(sde, eps=eps, sigma_end=sigma_end)
   _check_common(sde, shape, eps)
