@@ -117,7 +117,14 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   train_step = losses.get_train_step_fn(loss_fn, optimizer, ema_rate=config.training.ema_rate,
                                         ema_warmup=config.training.ema_warmup)
   # Build (not run) the sampler and likelihood once so their bad fields fail here.
-  sampling.get_sampler(sde, (1, target.dim), **sampler_kwargs(config))
+  sampler_cfg = sampler_kwargs(config)
+  sampling.get_sampler(sde, (1, target.dim), **sampler_cfg)
+  if config.eval.plots and config.eval.n_trajectory:  # write_plots asks the sampler for trajectories
+    try:
+      sampling.get_sampler(sde, (1, target.dim), **sampler_cfg, n_trajectory=config.eval.n_trajectory)
+    except ValueError as e:
+      raise ValueError(f"eval.n_trajectory={config.eval.n_trajectory!r} (with eval.plots) needs a sampler "
+                       f"that returns trajectories ({e}); set eval.n_trajectory = 0.") from None
   _likelihood_fn(sde, config)
   validate_conditional(config, target)
   return Experiment(config, sde, target, model, model_score_fn, optimizer, train_step, (target.dim,))

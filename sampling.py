@@ -474,7 +474,10 @@ def get_ode_encoder(sde: sde_lib.SDE, *, solver: str = "tsit5", rtol: float = 1e
 # path serves VE, VP, sub-VP, OU and lambda-VE. Each grid point is a time t and every coefficient
 # is recomputed from t, so an inexact inverse t(lambda) (float32 bisection) moves a grid point
 # slightly but never makes a step inconsistent. All return (samples, nfe) with the exact count and
-# accept an optional starting point: sampler(key, score_fn, x_T=None).
+# accept an optional starting point: sampler(key, score_fn, x_T=None). All end at the time eps, or
+# at the noise level sigma_edm = sigma_end (`end_time`, the same level for every SDE), and with
+# `denoise` spend the last of their NFE on the step from there to sigma = 0, x = x0_hat (Tweedie),
+# as EDM's last step (Karras et al. 2022, Alg. 1, sigma_N = 0).
 
 SCHEDULES = ("uniform_t", "log_snr", "edm", "quadratic")
 
@@ -513,6 +516,34 @@ def _check_schedule(sde: sde_lib.SDE, n_steps: int, schedule: str, eps: float) -
     raise ValueError(f"sampling.n_steps={n_steps!r} must be an integer >= 1.")
   if not 0.0 < eps < sde.T:
     raise ValueError(f"sampling.eps={eps!r} must lie in (0, T={sde.T}).")
+
+
+def end_time(sde: sde_lib.SDE, *, eps: float = 1e-3, sigma_end: float | None = None) -> float:
+  """The fast samplers' end time: eps, or with sigma_end the t where sigma_edm(t) = sigma_end.
+
+  sigma_end is a noise level in data units, the same for every SDE (for VE sigma_edm = sigma_t):
+  t = t(lambda = -log sigma_end) by `t_of_log_snr`, evaluated now (also inside a jit trace).
+
+  Raises:
+    ValueError: sigma_end outside (0, sigma_edm(T)).
+  """
+  if sigma_end is None:
+    return eps
+  with jax.ensure_compile_time_eval():
+    sigma_T = float(sigma_edm(sde, jnp.array([sde.T], jnp.float32))[0])
+    if not (isinstance(sigma_end, numbers.Real) and 0.0 < sigma_end < sigma_T):
+      raise ValueError(f"sampling.sigma_end={sigma_end!r} must lie in (0, sigma_edm(T)={sigma_T:.4g}).")
+    return float(t_of_log_snr(sde, jnp.array([-np.log(sigma_end)], jnp.float32))[0])
+
+
+def _check_denoise(n_steps: int, denoise: bool) -> int:
+  """The number of solver steps from T to eps: n_steps, less the final step to sigma = 0 if denoise."""
+  if not isinstance(denoise, bool):
+    raise ValueError(f"sampling.denoise={denoise!r} must be True or False.")
+  if denoise and n_steps < 2:
+    raise ValueError(f"sampling.n_steps={n_steps!r} must be >= 2 with sampling.denoise=True "
+                     "(at least one solver step before the step to sigma = 0).")
+  return n_steps - int(denoise)
 
 
 def get_time_schedule(sde: sde_lib.SDE, n_steps: int, *, schedule: str = "log_snr",
@@ -566,7 +597,8 @@ def _data_and_noise(sde: sde_lib.SDE, score_fn: ScoreFn, x: Array, t: Array) -> 
 
 
 def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int = 50,
-                     schedule: str = "uniform_t", eps: float = 1e-3, eta: float = 0.0) -> Callable:
+                     schedule: str = "uniform_t", eps: float = 1e-3, eta: float = 0.0,
+                     denoise: bool = False, sigma_end: float | None = None) -> Callable:
   """DDIM (Song, Meng & Ermon 2021, Eq. 12) for any linear SDE; NFE = n_steps.
 
   A step from t to s < t, with (x0_hat, eps_hat) from Tweedie at (x_t, t):
@@ -575,22 +607,27 @@ def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int =
   c^2 / eta^2 being the variance of the Gaussian posterior q(x_s | x_t, x0) (as in
   `ancestral_sampling`; for VP it is DDIM's sigma_tau(eta)^2). eta = 0 is deterministic, the
   first-order exponential integrator of the probability-flow ODE in lambda (= DPM-Solver-1);
-  eta = 1 is ancestral sampling. The last step lands at eps (no extra denoising step).
+  eta = 1 is ancestral sampling. The last step lands at eps; with `denoise`, n_steps - 1 steps
+  land at eps and the last one goes to sigma = 0, where the step above is x_0 = x0_hat(x_eps, eps)
+  (Tweedie; the same NFE).
 
   Returns:
     sampler(key, score_fn, x_T=None) -> (samples, nfe).
 
   Raises:
-    ValueError: bad shape, n_steps, schedule, eps, or eta outside [0, 1].
+    ValueError: bad shape, n_steps, schedule, eps, eta outside [0, 1], denoise with n_steps < 2,
+      or sigma_end out of range (`end_time`).
   """
+  eps = end_time(sde, eps=eps, sigma_end=sigma_end)
   _check_common(sde, shape, eps)
   _check_schedule(sde, n_steps, schedule, eps)
+  n_solver = _check_denoise(n_steps, denoise)
   if not 0.0 <= eta <= 1.0:
     raise ValueError(f"sampling.eta={eta!r} must lie in [0, 1].")
 
   def sampler(key, score_fn, x_T=None):
     x, keys = _start(key, sde, shape, x_T)
-    ts = get_time_schedule(sde, n_steps, schedule=schedule, eps=eps)
+    ts = get_time_schedule(sde, n_solver, schedule=schedule, eps=eps)
 
     def step(x, i):
       t, s = jnp.full(shape[:1], ts[i]), jnp.full(shape[:1], ts[i + 1])
@@ -602,7 +639,9 @@ def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int =
         x = x + _bcast(eta * sigma_s * jnp.sqrt(r), x) * _normal(_fold(keys, i), x)
       return x, None
 
-    x, _ = jax.lax.scan(step, x, jnp.arange(n_steps))
+    x, _ = jax.lax.scan(step, x, jnp.arange(n_solver))
+    if denoise:
+      x = tweedie_denoise(sde, score_fn, x, jnp.full(shape[:1], eps))
     return x, n_steps
 
   return sampler
@@ -611,7 +650,8 @@ def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int =
 def get_edm_heun_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int = 18,
                          schedule: str = "edm", eps: float = 1e-3, S_churn: float = 0.0,
                          S_tmin: float = 0.0, S_tmax: float = float("inf"),
-                         S_noise: float = 1.0) -> Callable:
+                         S_noise: float = 1.0, denoise: bool = False,
+                         sigma_end: float | None = None) -> Callable:
   """Karras et al. 2022 Heun sampler: Alg. 1 (S_churn = 0, deterministic) or Alg. 2 (churn).
 
   In x_edm = x / alpha_t and sigma = sigma_edm(t) = sigma_t / alpha_t the probability-flow ODE
@@ -622,7 +662,9 @@ def get_edm_heun_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: i
       d = (x_hat - D(x_hat; sigma_hat)) / sigma_hat,  x_{i+1} = x_hat + (sigma_{i+1} - sigma_hat) d
       d' = (x_{i+1} - D(x_{i+1}; sigma_{i+1})) / sigma_{i+1}
       x_{i+1} = x_hat + (sigma_{i+1} - sigma_hat) (d + d') / 2
-  The last step, to sigma_edm(eps), is Euler (as Alg. 1's step to sigma = 0): NFE = 2 n_steps - 1.
+  The last step, to sigma_edm(eps), is Euler: NFE = 2 n_steps - 1. With `denoise`, the grid is
+  n_steps - 1 steps from T to eps and then sigma = 0, as Alg. 1's grid: the last, Euler, step
+  x_edm + (0 - sigma) (x_edm - D) / sigma = D is the Tweedie denoiser at eps (the same NFE).
   t_hat = t(sigma_hat) comes from `t_of_log_snr`, and sigma_hat is recomputed from t_hat.
   S_tmin, S_tmax are in units of sigma_edm.
 
@@ -630,10 +672,13 @@ def get_edm_heun_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: i
     sampler(key, score_fn, x_T=None) -> (samples, nfe).
 
   Raises:
-    ValueError: bad shape, n_steps, schedule, eps, S_churn < 0, S_noise < 0 or S_tmin > S_tmax.
+    ValueError: bad shape, n_steps, schedule, eps, S_churn < 0, S_noise < 0, S_tmin > S_tmax, or
+      denoise with n_steps < 2, or sigma_end out of range (`end_time`).
   """
+  eps = end_time(sde, eps=eps, sigma_end=sigma_end)
   _check_common(sde, shape, eps)
   _check_schedule(sde, n_steps, schedule, eps)
+  n_solver = _check_denoise(n_steps, denoise)
   for name, value in (("S_churn", S_churn), ("S_noise", S_noise), ("S_tmin", S_tmin)):
     if not value >= 0:
       raise ValueError(f"sampling.{name}={value!r} must be >= 0.")
@@ -643,11 +688,14 @@ def get_edm_heun_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: i
 
   def sampler(key, score_fn, x_T=None):
     x, keys = _start(key, sde, shape, x_T)
-    ts = get_time_schedule(sde, n_steps, schedule=schedule, eps=eps)
+    ts = get_time_schedule(sde, n_solver, schedule=schedule, eps=eps)
+    if denoise:  # t = 0: sigma_edm = 0 and alpha = 1 for every SDE
+      ts = jnp.append(ts, 0.0)
     sigmas = sigma_edm(sde, ts)
     t_hats, sigma_hats = ts, sigmas
     if S_churn > 0:
-      gamma = jnp.where((sigmas >= S_tmin) & (sigmas <= S_tmax), min(S_churn / n_steps, 2**0.5 - 1), 0.0)
+      in_range = (sigmas >= S_tmin) & (sigmas <= S_tmax) & (sigmas > 0)
+      gamma = jnp.where(in_range, min(S_churn / n_steps, 2**0.5 - 1), 0.0)
       t_hats = jnp.where(gamma > 0, t_of_log_snr(sde, -jnp.log(sigmas * (1 + gamma))), ts)
       sigma_hats = sigma_edm(sde, t_hats)
 
@@ -676,7 +724,8 @@ def get_edm_heun_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: i
 
 def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: int = 2,
                            n_steps: int = 20, schedule: str = "uniform_t", eps: float = 1e-3,
-                           lower_order_final: bool = True) -> Callable:
+                           lower_order_final: bool = True, denoise: bool = False,
+                           sigma_end: float | None = None) -> Callable:
   """DPM-Solver++ multistep (Lu et al. 2022b, "DPM-Solver++", Alg. 2 for 2M; 3M); NFE = n_steps.
 
   The probability-flow ODE of a linear SDE, solved exactly in its linear part (Lu et al. 2022b):
@@ -689,24 +738,31 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: i
       3M:  + alpha_t (w1 p' + w2 p''), p the quadratic through (m0, m1, m2) in lambda, at lambda_s.
   Warm-up: step i uses order min(order, i + 1); with `lower_order_final`, also at most
   n_steps - i (the last step first order), which keeps few-step sampling stable.
+  With `denoise`, n_steps - 1 steps (orders as above) land at eps and the last goes to lambda = +inf
+  (sigma = 0): there h = inf and w0 = 1, so the first-order step is x_0 = m0 = x0_hat(x_eps, eps)
+  (Tweedie; a higher order is undefined, since m0 - m1 is weighted by h / h0). It spends the last
+  NFE on the data prediction instead of on the low-noise end of the log-SNR range.
 
   Returns:
     sampler(key, score_fn, x_T=None) -> (samples, nfe).
 
   Raises:
-    ValueError: bad shape, n_steps, schedule, eps, or order not in {1, 2, 3}.
+    ValueError: bad shape, n_steps, schedule, eps, order not in {1, 2, 3}, denoise with n_steps < 2,
+      or sigma_end out of range (`end_time`).
   """
+  eps = end_time(sde, eps=eps, sigma_end=sigma_end)
   _check_common(sde, shape, eps)
   _check_schedule(sde, n_steps, schedule, eps)
+  n_solver = _check_denoise(n_steps, denoise)
   if order not in (1, 2, 3) or isinstance(order, bool):
     raise ValueError(f"sampling.order={order!r} must be 1, 2 or 3.")
-  orders = jnp.array([min(order, i + 1, n_steps - i if lower_order_final else order)
-                      for i in range(n_steps)])
+  orders = jnp.array([min(order, i + 1, n_solver - i if lower_order_final else order)
+                      for i in range(n_solver)])
   B = shape[0]
 
   def sampler(key, score_fn, x_T=None):
     x, _ = _start(key, sde, shape, x_T)
-    ts = get_time_schedule(sde, n_steps, schedule=schedule, eps=eps)
+    ts = get_time_schedule(sde, n_solver, schedule=schedule, eps=eps)
     lams = sde.log_snr(ts)
 
     def step(carry, i):
@@ -726,7 +782,9 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: i
       return (x_next, m0, m1, h, h0), None
 
     carry = (x, jnp.zeros_like(x), jnp.zeros_like(x), jnp.ones(()), jnp.ones(()))
-    (x, *_), _ = jax.lax.scan(step, carry, jnp.arange(n_steps))
+    (x, *_), _ = jax.lax.scan(step, carry, jnp.arange(n_solver))
+    if denoise:
+      x = tweedie_denoise(sde, score_fn, x, jnp.full((B,), eps))
     return x, n_steps
 
   return sampler
