@@ -29,6 +29,7 @@ Array = jax.Array
 
 N_CLASSES = 10
 IMAGE_SHAPE = (8, 8, 1)
+_CHUNK = 512  # images per network call when computing features or logits
 
 
 class DigitsNet(nn.Module):
@@ -101,8 +102,13 @@ class DigitsClassifier:
   train_accuracy: float
 
   def _run(self, x, name: str = "x") -> tuple[Array, Array]:
+    # Fixed-size chunks (the last one zero-padded): one compilation serves every set size.
     x = _to_unit(_images(x, name), self.data_range)
-    return _apply(self.params, jnp.asarray(x), feature_dim=self.feature_dim)
+    n = x.shape[0]
+    x = np.concatenate([x, np.zeros((-n % _CHUNK,) + IMAGE_SHAPE, np.float32)])
+    outs = [_apply(self.params, jnp.asarray(x[i:i + _CHUNK]), feature_dim=self.feature_dim)
+            for i in range(0, len(x), _CHUNK)]
+    return tuple(jnp.concatenate(parts)[:n] for parts in zip(*outs))
 
   def logits(self, x) -> Array:
     """Class logits [n, 10] of images x ([n, 8, 8, 1], [n, 8, 8] or [n, 64]) in data_range."""
