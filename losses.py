@@ -20,7 +20,8 @@ SCHEDULES = ("constant", "cosine", "linear")
 
 
 def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_mean: bool = False,
-                    likelihood_weighting: bool = False, eps: float = 1e-5) -> Callable:
+                    likelihood_weighting: bool = False, eps: float = 1e-5,
+                    model_key: bool = False) -> Callable:
   """Weighted denoising score matching integrated over t (Song et al. 2021, Eq. 7).
 
       L(theta) = E_{t ~ U(eps, T)} E_{x0, z} [ w(t) || s_theta(alpha x0 + sigma z, t) + z / sigma ||^2 ]
@@ -34,6 +35,8 @@ def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_me
     reduce_mean: average the squared error over data dimensions instead of summing.
     likelihood_weighting: use w(t) = g(t)^2.
     eps: smallest time sampled, in (0, T).
+    model_key: call model_score_fn(params, x, t, key=k) with a fresh key per step (the
+      network's dropout rng); off, the call is model_score_fn(params, x, t).
 
   Returns:
     loss_fn(key, params, batch) -> scalar, the mean over the batch.
@@ -46,12 +49,13 @@ def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_me
   reduce = jnp.mean if reduce_mean else jnp.sum
 
   def loss_fn(key, params, batch):
-    key_t, key_z = jax.random.split(key)
+    # Three keys only with model_key, so runs without dropout keep their random streams.
+    key_t, key_z, *key_m = jax.random.split(key, 3 if model_key else 2)
     t = jax.random.uniform(key_t, (batch.shape[0],), minval=eps, maxval=sde.T)
     z = jax.random.normal(key_z, batch.shape)
     mean, std = sde.marginal_prob(batch, t)
     std_b = sde_lib._bcast(std, batch)
-    score = model_score_fn(params, mean + std_b * z, t)
+    score = model_score_fn(params, mean + std_b * z, t, **({"key": key_m[0]} if model_key else {}))
     axes = tuple(range(1, batch.ndim))
     if likelihood_weighting:
       losses = reduce((score + z / std_b) ** 2, axis=axes) * sde.diffusion(t) ** 2

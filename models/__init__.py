@@ -16,10 +16,11 @@ import flax.linen as nn
 
 import sde_lib
 from models.mlp import MLP
+from models.unet import UNet
 
 Array = jax.Array
 
-_MODELS: dict[str, type[nn.Module]] = {"mlp": MLP}
+_MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet}
 PARAMETERIZATIONS = ("eps", "score")
 CONDITIONINGS = ("auto", "t", "log_sigma")
 
@@ -60,8 +61,10 @@ def _is_ve_type(sde: sde_lib.SDE) -> bool:
 
 def get_score_fn(sde: sde_lib.SDE, model: nn.Module, *, parameterization: str = "eps",
                  conditioning: str = "auto", input_scaling: bool = True,
-                 train: bool = False) -> Callable[[dict, Array, Array], Array]:
-  """Returns model_score_fn(params, x, t) -> score, shaped like x.
+                 train: bool = False) -> Callable[..., Array]:
+  """Returns model_score_fn(params, x, t, key=None) -> score, shaped like x.
+
+  `key`, if given, is the network's "dropout" rng (needed with train=True and dropout > 0).
 
   Args:
     sde: the forward SDE; supplies alpha(t), sigma(t) of p_t(x | x0).
@@ -85,11 +88,12 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, *, parameterization: str = 
   use_log_sigma = conditioning == "log_sigma" or (conditioning == "auto" and _is_ve_type(sde))
   sign = -1.0 if parameterization == "eps" else 1.0
 
-  def model_score_fn(params, x, t):
+  def model_score_fn(params, x, t, key=None):
     alpha, sigma = sde.marginal_coeffs(t)
     c = jnp.log(sigma) if use_log_sigma else t
     x_in = x / sde_lib._bcast(jnp.sqrt(alpha**2 + sigma**2), x) if input_scaling else x
-    out = model.apply({"params": params}, x_in, c, train=train)
+    rngs = {} if key is None else {"rngs": {"dropout": key}}
+    out = model.apply({"params": params}, x_in, c, train=train, **rngs)
     return sign * out / sde_lib._bcast(sigma, x)
 
   return model_score_fn
