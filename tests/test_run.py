@@ -40,13 +40,13 @@ def with_npz(config, tmp_path):
 
 
 def tiny_image(config, n_iters=4):
-  """A few-step image config: a tiny U-Net, 4 sampler steps, small eval sets, loose ODE tolerances."""
+  """A few-step image config: a tiny U-Net, 4 sampler steps, small eval sets, a 2-step Euler likelihood."""
   config.training.update(dict(n_iters=n_iters, log_freq=2, snapshot_freq=2, checkpoint_freq=2, batch_size=16))
   config.model.update(dict(ch=8, num_groups=4))
   config.sampling.n_steps = 4
   config.eval.update(dict(n_samples=32, n_grid=16, nll_samples=8, nll_batch_size=8))
   config.eval.classifier.n_steps = 20
-  config.likelihood.update(dict(rtol=1e-2, atol=1e-2))
+  config.likelihood.update(dict(method="euler", n_steps=2))
   return config
 
 
@@ -204,7 +204,7 @@ def test_digits_few_steps_through_run_py(tmp_path):
           f"--workdir={tmp_path / 'w'}", "--jax_cache_dir=", "--config.model.ch=8", "--config.model.num_groups=4",
           "--config.sampling.n_steps=4", "--config.eval.n_samples=32", "--config.eval.n_grid=16",
           "--config.eval.nll_samples=8", "--config.eval.nll_batch_size=8", "--config.eval.classifier.n_steps=20",
-          "--config.likelihood.rtol=1e-2", "--config.likelihood.atol=1e-2"]
+          "--config.likelihood.method=euler", "--config.likelihood.n_steps=2"]
   args += [f"--config.training.{k}={v}" for k, v in flags.items()]
   done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
