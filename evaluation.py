@@ -12,6 +12,11 @@ takes between two independent *true* sample sets (the floor a perfect model reac
 E|X - X'| (1/n + 1/m). `score_error` measures a score function against the exact score of
 a target with a known diffused density (`datasets.GaussianMixture.score_fn`).
 
+For images, `classifier_frechet_distance` is a digits analogue of FID (Heusel et al. 2017):
+the Frechet distance between Gaussian fits of a project-trained classifier's features
+(`classifier.DigitsClassifier`) of generated and test images, with its floor (train vs test
+at the same n) and the classifier's test accuracy.
+
 Shapes: sample sets are [n, ...]; every non-batch axis is flattened into one feature axis.
 """
 
@@ -389,3 +394,120 @@ def score_error(key: Array, score_fn: ScoreFn, oracle_score_fn: ScoreFn, sde: sd
   ts, per_t, relative = (np.asarray(v, np.float64) for v in out)
   return {"weighted_mse": float(per_t.mean()), "per_t": per_t.tolist(), "t": ts.tolist(),
           "relative": float(relative.mean())}
+
+
+# --- Frechet distance in a classifier's feature space (a digits analogue of FID) ----------
+
+def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
+  """Symmetric square root of a symmetric PSD matrix by eigh (negative round-off eigenvalues -> 0)."""
+  lam, vec = np.linalg.eigh((cov + cov.T) / 2.0)
+  return (vec * np.sqrt(np.clip(lam, 0.0, None))) @ vec.T
+
+
+def frechet_distance_gaussians(mean_a: ArrayLike, cov_a: ArrayLike, mean_b: ArrayLike,
+                               cov_b: ArrayLike) -> float:
+  """Frechet (2-Wasserstein squared) distance between N(m_a, S_a) and N(m_b, S_b), in float64.
+
+      FD = |m_a - m_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2)
+
+  (Dowson & Landau 1982; FID, Heusel et al. 2017). tr (S_a S_b)^1/2 is computed as the sum of
+  the square roots of the eigenvalues of the symmetric PSD matrix S_a^1/2 S_b S_a^1/2, so no
+  non-symmetric `sqrtm` (and no complex round-off) is involved; singular covariances (fewer
+  samples than features) are fine. Tiny negative results of round-off are clipped to 0.
+
+  Args:
+    mean_a, mean_b: means [f].
+    cov_a, cov_b: covariances [f, f], symmetric positive semi-definite.
+
+  Returns:
+    The distance, a python float.
+
+  Raises:
+    ValueError: shapes that are not [f] and [f, f] for one f, or non-finite values.
+  """
+  ma, mb, ca, cb = (np.asarray(v, np.float64) for v in (mean_a, mean_b, cov_a, cov_b))
+  f = ma.shape[0] if ma.ndim == 1 else -1
+  for name, v, shape in (("mean_a", ma, (f,)), ("mean_b", mb, (f,)), ("cov_a", ca, (f, f)),
+                         ("cov_b", cb, (f, f))):
+    _check(f >= 1 and v.shape == shape, f"{name}.shape", v.shape, f"must be {shape} (mean_a is [f])")
+    _check(bool(np.all(np.isfinite(v))), f"{name} (non-finite entries)", int(np.sum(~np.isfinite(v))),
+           "must be finite")
+  root_a = _psd_sqrt(ca)
+  lam = np.linalg.eigvalsh(root_a @ cb @ root_a)
+  fd = np.sum((ma - mb) ** 2) + np.trace(ca) + np.trace(cb) - 2.0 * np.sum(np.sqrt(np.clip(lam, 0.0, None)))
+  return float(max(fd, 0.0))
+
+
+def _gaussian_fit(x, name: str) -> tuple[np.ndarray, np.ndarray]:
+  x = np.asarray(x, np.float64)
+  _check(x.ndim == 2 and x.shape[0] >= 2, f"{name}.shape", x.shape, "must be [n, f] with n >= 2")
+  _check(bool(np.all(np.isfinite(x))), f"{name} (non-finite entries)", int(np.sum(~np.isfinite(x))),
+         "must be finite")
+  return x.mean(axis=0), np.cov(x, rowvar=False, ddof=1).reshape(x.shape[1], x.shape[1])
+
+
+def frechet_distance(feats_a: ArrayLike, feats_b: ArrayLike) -> float:
+  """Frechet distance between Gaussian fits (sample mean, unbiased covariance) of two feature sets.
+
+  The estimate is biased upwards at finite n (its floor between two independent sets of
+  the same distribution is > 0 and shrinks roughly like 1/n), so compare sets of equal size
+  against a floor measured at that size (`classifier_frechet_distance`).
+
+  Args:
+    feats_a: features [n, f], n >= 2.
+    feats_b: features [m, f], m >= 2.
+
+  Returns:
+    `frechet_distance_gaussians` of the two fits, a python float.
+
+  Raises:
+    ValueError: not [n, f] arrays with the same f and n, m >= 2, or non-finite features.
+  """
+  ma, ca = _gaussian_fit(feats_a, "feats_a")
+  mb, cb = _gaussian_fit(feats_b, "feats_b")
+  _check(ma.shape == mb.shape, "feats_b.shape", np.shape(feats_b),
+         f"must have the feature size of feats_a.shape={np.shape(feats_a)}")
+  return frechet_distance_gaussians(ma, ca, mb, cb)
+
+
+def classifier_frechet_distance(key: Array, samples: ArrayLike, x_train: ArrayLike,
+                                x_test: ArrayLike, *, classifier) -> dict:
+  """Frechet distance of generated images to the test split in a classifier's feature space.
+
+      fd       = FD(features(samples), features(x_test)),
+      fd_floor = FD(features(x_train[S]), features(x_test)),  S: n = len(samples) train images
+
+  drawn without replacement by `key` (all of them when n >= len(x_train)). The floor is
+  what a model reproducing the data distribution exactly would score at the same n (FD's
+  finite-sample bias depends on n). The classifier was fitted on the train split, so the
+  floor is, if anything, slightly pessimistic (its train features are a little more
+  confident), like a model that memorised the train split.
+
+  Args:
+    key: PRNG key for the train subset.
+    samples: generated images [n, 8, 8, 1] (or [n, 8, 8], [n, 64]) in classifier.data_range;
+      values outside it are clipped, non-finite ones set to an end of the range.
+    x_train: train-split images, same format and range.
+    x_test: test-split images, same format and range.
+    classifier: has `features(x) -> [n, f]`, `test_accuracy` and `feature_dim`
+      (`classifier.DigitsClassifier`).
+
+  Returns:
+    {"fd", "fd_floor", "classifier_test_accuracy", "n", "n_floor", "n_test", "feature_dim",
+     "n_nonfinite" (sample values that were not finite)}, python numbers.
+
+  Raises:
+    ValueError: fewer than 2 images in a set, or malformed images (from the classifier).
+  """
+  sets = {"samples": samples, "x_train": x_train, "x_test": x_test}
+  for name, x in sets.items():
+    _check_samples(x, name, min_n=2)
+  n, n_train = np.shape(samples)[0], np.shape(x_train)[0]
+  subset = np.sort(np.asarray(jax.random.permutation(key, n_train)[:min(n, n_train)]))
+  feats_test = classifier.features(x_test)
+  return {"fd": frechet_distance(classifier.features(samples), feats_test),
+          "fd_floor": frechet_distance(classifier.features(np.asarray(x_train)[subset]), feats_test),
+          "classifier_test_accuracy": float(classifier.test_accuracy), "n": int(n),
+          "n_floor": int(len(subset)), "n_test": int(np.shape(x_test)[0]),
+          "feature_dim": int(classifier.feature_dim),
+          "n_nonfinite": int(np.sum(~np.isfinite(np.asarray(samples, np.float64))))}

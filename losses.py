@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import functools
 
 import flax.struct
 import jax
@@ -23,7 +22,7 @@ SCHEDULES = ("constant", "cosine", "linear")
 
 def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_mean: bool = False,
                     likelihood_weighting: bool = False, eps: float = 1e-5, num_classes: int = 0,
-                    label_dropout: float = 0.0) -> Callable:
+                    label_dropout: float = 0.0, model_key: bool = False) -> Callable:
   """Weighted denoising score matching integrated over t (Song et al. 2021, Eq. 7).
 
       L(theta) = E_{t ~ U(eps, T)} E_{x0, z} [ w(t) || s_theta(alpha x0 + sigma z, t) + z / sigma ||^2 ]
@@ -45,6 +44,8 @@ def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_me
     eps: smallest time sampled, in (0, T).
     num_classes: K, the number of class labels (the null label is K); 0 for unconditional.
     label_dropout: probability of replacing a label by the null label, in [0, 1].
+    model_key: call model_score_fn(..., key=k) with a fresh key per step (the network's
+      dropout rng); off, no key is passed.
 
   Returns:
     loss_fn(key, params, batch) -> scalar, the mean over the batch.
@@ -59,17 +60,18 @@ def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_me
 
   def loss_fn(key, params, batch):
     batch, y = split_batch(batch)
+    extra = {}
     if y is not None:
-      y = drop_labels(jax.random.fold_in(key, 2), y, num_classes, label_dropout)
-      model_score_fn_ = functools.partial(_with_labels, model_score_fn, y)
-    else:
-      model_score_fn_ = model_score_fn
-    key_t, key_z = jax.random.split(key)
+      extra["y"] = drop_labels(jax.random.fold_in(key, 2), y, num_classes, label_dropout)
+    # Three keys only with model_key, so runs without dropout keep their random streams.
+    key_t, key_z, *key_m = jax.random.split(key, 3 if model_key else 2)
+    if model_key:
+      extra["key"] = key_m[0]
     t = jax.random.uniform(key_t, (batch.shape[0],), minval=eps, maxval=sde.T)
     z = jax.random.normal(key_z, batch.shape)
     mean, std = sde.marginal_prob(batch, t)
     std_b = sde_lib._bcast(std, batch)
-    score = model_score_fn_(params, mean + std_b * z, t)
+    score = model_score_fn(params, mean + std_b * z, t, **extra)
     axes = tuple(range(1, batch.ndim))
     if likelihood_weighting:
       losses = reduce((score + z / std_b) ** 2, axis=axes) * sde.diffusion(t) ** 2
@@ -78,10 +80,6 @@ def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_me
     return jnp.mean(losses)
 
   return loss_fn
-
-
-def _with_labels(model_score_fn: Callable, y: Array, params, x: Array, t: Array) -> Array:
-  return model_score_fn(params, x, t, y)
 
 
 def _check_labels(num_classes: int, label_dropout: float) -> None:

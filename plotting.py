@@ -349,25 +349,33 @@ def plot_loss(path: PathLike, steps: np.ndarray, losses: np.ndarray, *, ema: flo
   _save(fig, path)
 
 
-def plot_image_grid(path: PathLike, images: np.ndarray, *, nrow: int | None = None, padding: int = 2) -> None:
+def plot_image_grid(path: PathLike, images: np.ndarray, *, nrow: int | None = None, padding: int = 2,
+                    data_range: tuple[float, float] = (0.0, 1.0)) -> None:
   """Tiles images into one picture, written pixel for pixel (no axes).
 
   Args:
     path: the PNG to write.
-    images: [n, H, W, C] with C in {1, 3}, values in [0, 1] (clipped).
+    images: [n, H, W, C] with C in {1, 3}, or [n, H, W] (grey), values in data_range.
     nrow: images per row; default ceil(sqrt(n)).
     padding: white pixels between and around images.
+    data_range: (lo, hi) of the values, mapped linearly to black..white; values outside are
+      clipped (e.g. (-1, 1) for a model's samples, (0, 16) for raw digits).
 
   Raises:
-    ValueError: images not [n, H, W, 1 or 3], or nrow < 1.
+    ValueError: images not [n, H, W(, 1 or 3)], nrow < 1, padding < 0 or lo >= hi.
   """
-  images = np.clip(np.asarray(images, np.float64), 0.0, 1.0)
+  images = np.asarray(images, np.float64)
+  images = images[..., None] if images.ndim == 3 else images
   if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.shape[0] < 1:
     raise ValueError(f"images.shape={images.shape} is invalid: must be [n, H, W, C] with C in {{1, 3}}.")
+  lo, hi = (float(v) for v in data_range)
+  if not lo < hi:
+    raise ValueError(f"data_range={data_range!r} is invalid: must be (lo, hi) with lo < hi.")
+  if (nrow is not None and nrow < 1) or padding < 0:
+    raise ValueError(f"nrow={nrow!r} and padding={padding!r} are invalid: nrow >= 1, padding >= 0.")
+  images = np.clip(np.nan_to_num((images - lo) / (hi - lo)), 0.0, 1.0)  # NaN (diverged) -> black
   n, h, w, c = images.shape
   ncol = nrow or math.ceil(math.sqrt(n))
-  if ncol < 1:
-    raise ValueError(f"nrow={nrow!r} is invalid: must be >= 1.")
   rows = math.ceil(n / ncol)
   grid = np.ones((rows * (h + padding) + padding, ncol * (w + padding) + padding, c))
   for i, img in enumerate(images):

@@ -73,7 +73,16 @@ def main(argv):
   except run_lib.TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  if "eval" in out:
+  if "eval" in out and "energy_ratio" not in out["eval"]:  # images
+    ev, parts = out["eval"], [f"nfe {out['eval']['nfe']}"]
+    if "bits_per_dim" in ev:
+      parts.append(f"test bits/dim {ev['bits_per_dim']['bpd']:.3f} +- {ev['bits_per_dim']['bpd_stderr']:.3f}")
+    if "frechet" in ev:
+      fd = ev["frechet"]
+      parts.append(f"Frechet distance {fd['fd']:.3f} (train-vs-test floor {fd['fd_floor']:.3f}; classifier "
+                   f"test accuracy {fd['classifier_test_accuracy']:.3f})")
+    print("; ".join(parts) + f"; grid in {workdir}/plots/samples_grid.png; summary in {workdir}/eval/summary.json")
+  elif "eval" in out:
     ev = out["eval"]
     print(f"energy distance {ev['model']['energy_distance']:.3e} = {ev['energy_ratio']:.2f}x floor "
           f"({ev['floor']['energy_distance']:.3e}); nfe {ev['nfe']}; summary in {workdir}/eval/summary.json")

@@ -37,16 +37,18 @@ def measure(config_path: str, calls: int) -> dict:
   state = jax.device_put(run_lib.init_state(exp, keys["init"]), replicated)
   n = config.training.log_freq
   t0 = time.perf_counter()
-  fn = run_lib.get_multi_step_fn(exp, n, mesh).lower(state, keys["data"], keys["train"]).compile()
+  data = run_lib.train_data(exp, mesh)
+  fn = run_lib.compile_multi_step(exp, n, mesh, state, keys["data"], keys["train"], data)
   compile_s = time.perf_counter() - t0
-  state, _ = jax.block_until_ready(fn(state, keys["data"], keys["train"]))  # warm-up
+  state, _ = jax.block_until_ready(fn(state, keys["data"], keys["train"], data))  # warm-up
   t0 = time.perf_counter()
   for _ in range(calls):
-    state, metrics = fn(state, keys["data"], keys["train"])
+    state, metrics = fn(state, keys["data"], keys["train"], data)
   jax.block_until_ready(state)
   elapsed = time.perf_counter() - t0
   return {"benchmark": "train_throughput", "config": config_path, "devices": jax.device_count(),
           "platform": jax.devices()[0].platform, "batch_size": config.training.batch_size,
+          "device_loop": config.training.get("device_loop", True),
           "steps_per_call": n, "steps": calls * n, "steps_per_s": calls * n / elapsed,
           "examples_per_s": calls * n * config.training.batch_size / elapsed,
           "compile_s": compile_s, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -19,10 +19,11 @@ import flax.linen as nn
 import sde_lib
 from models.classifier import NoiseConditionalClassifier
 from models.mlp import MLP
+from models.unet import UNet
 
 Array = jax.Array
 
-_MODELS: dict[str, type[nn.Module]] = {"mlp": MLP}
+_MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet}
 _CLASSIFIERS: dict[str, type[nn.Module]] = {"mlp": NoiseConditionalClassifier}
 PARAMETERIZATIONS = ("eps", "score")
 CONDITIONINGS = ("auto", "t", "log_sigma")
@@ -68,10 +69,11 @@ def _is_ve_type(sde: sde_lib.SDE) -> bool:
 
 def get_score_fn(sde: sde_lib.SDE, model: nn.Module, *, parameterization: str = "eps",
                  conditioning: str = "auto", input_scaling: bool = True,
-                 train: bool = False) -> Callable[[dict, Array, Array], Array]:
-  """Returns model_score_fn(params, x, t, y=None) -> score, shaped like x.
+                 train: bool = False) -> Callable[..., Array]:
+  """Returns model_score_fn(params, x, t, y=None, key=None) -> score, shaped like x.
 
   y [B] int labels go to a class-conditional network (`num_classes` > 0); None is the null label.
+  `key`, if given, is the network's "dropout" rng (needed with train=True and dropout > 0).
 
   Args:
     sde: the forward SDE; supplies alpha(t), sigma(t) of p_t(x | x0).
@@ -95,12 +97,14 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, *, parameterization: str = 
   use_log_sigma = conditioning == "log_sigma" or (conditioning == "auto" and _is_ve_type(sde))
   sign = -1.0 if parameterization == "eps" else 1.0
 
-  def model_score_fn(params, x, t, y=None):
+  def model_score_fn(params, x, t, y=None, key=None):
     alpha, sigma = sde.marginal_coeffs(t)
     c = jnp.log(sigma) if use_log_sigma else t
     x_in = x / sde_lib._bcast(jnp.sqrt(alpha**2 + sigma**2), x) if input_scaling else x
-    labels = {} if y is None else {"y": y}  # networks without labels keep working
-    out = model.apply({"params": params}, x_in, c, train=train, **labels)
+    extra = {} if y is None else {"y": y}  # networks without labels keep working
+    if key is not None:
+      extra["rngs"] = {"dropout": key}
+    out = model.apply({"params": params}, x_in, c, train=train, **extra)
     return sign * out / sde_lib._bcast(sigma, x)
 
   return model_score_fn

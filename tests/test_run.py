@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+import datasets
 import run_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,6 +21,33 @@ CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 
 
 def get_config(name):
   return importlib.import_module(f"configs.{name}").get_config()
+
+
+IMAGE_CONFIGS = [n for n in CONFIGS if datasets.is_image_dataset_name(get_config(n).data.name)]
+TOY_CONFIGS = [n for n in CONFIGS if n not in IMAGE_CONFIGS]
+
+
+def with_npz(config, tmp_path):
+  """An npz config pointed at a small random file of its image size (train and test splits)."""
+  if config.data.name == "npz":
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (24, 32, 32, 3)).astype(np.uint8)
+    path = str(tmp_path / "images.npz")
+    np.savez(path, x=x[:16], y=np.arange(16) % 10, x_test=x[16:], y_test=np.arange(8) % 10)
+    config.data.path = path
+    config.eval.nll_samples = 8  # the file's test split
+  return config
+
+
+def tiny_image(config, n_iters=4):
+  """A few-step image config: a tiny U-Net, 4 sampler steps, small eval sets, a 2-step Euler likelihood."""
+  config.training.update(dict(n_iters=n_iters, log_freq=2, snapshot_freq=2, checkpoint_freq=2, batch_size=16))
+  config.model.update(dict(ch=8, num_groups=4))
+  config.sampling.n_steps = 4
+  config.eval.update(dict(n_samples=32, n_grid=16, nll_samples=8, nll_batch_size=8))
+  config.eval.classifier.n_steps = 20
+  config.likelihood.update(dict(method="euler", n_steps=2))
+  return config
 
 
 def tiny(config, n_iters=20):
@@ -47,8 +75,8 @@ def tiny(config, n_iters=20):
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_every_config_builds(name):
-  exp = run_lib.build(get_config(name))
+def test_every_config_builds(name, tmp_path):
+  exp = run_lib.build(with_npz(get_config(name), tmp_path))
   assert exp.sde.N >= 2
 
 
@@ -133,7 +161,7 @@ def test_run_py_flags_and_clean_error(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", TOY_CONFIGS)
 def test_every_config_runs_through_run_lib(tmp_path, name):
   config = tiny(get_config(name))
   config.eval.nll_samples = 0  # the NLL and oracle paths are covered by the few-step test
@@ -173,3 +201,63 @@ def test_sampling_on_4_devices_equals_1_device():
   assert x4.shape == (30, 2) and int(nfe1) == int(nfe4)
   assert len(x4.sharding.device_set) == 4 or x4.shape[0] % 4  # sharded where the shape allows
   np.testing.assert_allclose(np.asarray(x1), np.asarray(x4), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_digits_few_steps_through_run_py(tmp_path):
+  """vp_digits through run.py: a few U-Net steps, then samples, grid, bits/dim and Frechet distance."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  flags = dict(n_iters=4, log_freq=2, snapshot_freq=2, checkpoint_freq=2, batch_size=16)
+  args = [sys.executable, os.path.join(ROOT, "run.py"), "--config=" + os.path.join(ROOT, "configs/vp_digits.py"),
+          f"--workdir={tmp_path / 'w'}", "--jax_cache_dir=", "--config.model.ch=8", "--config.model.num_groups=4",
+          "--config.sampling.n_steps=4", "--config.eval.n_samples=32", "--config.eval.n_grid=16",
+          "--config.eval.nll_samples=8", "--config.eval.nll_batch_size=8", "--config.eval.classifier.n_steps=20",
+          "--config.likelihood.method=euler", "--config.likelihood.n_steps=2"]
+  args += [f"--config.training.{k}={v}" for k, v in flags.items()]
+  done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "test bits/dim" in done.stdout and "Frechet distance" in done.stdout
+  w = tmp_path / "w"
+  for rel in ("eval/summary.json", "plots/samples_grid.png", "plots/data_grid.png", "plots/loss.png",
+              "samples/eval_4.npz", "checkpoints"):
+    assert os.path.exists(w / rel), rel
+  summary = json.load(open(w / "eval" / "summary.json"))
+  assert summary["step"] == 4 and summary["nfe"] == 4 and summary["n_nonfinite"] == 0
+  bpd = summary["bits_per_dim"]
+  assert bpd["n"] == 8 and bpd["n_bins"] == 17 and np.isfinite(bpd["bpd"]) and bpd["nfe"] > 0
+  fd = summary["frechet"]
+  assert fd["n"] == 32 and fd["fd"] > fd["fd_floor"] > 0 and 0 <= fd["classifier_test_accuracy"] <= 1
+  x = np.load(w / "samples" / "eval_4.npz")["model"]
+  assert x.shape == (32, 8, 8, 1) and np.all(np.isfinite(x))
+  train = [r["step"] for r in run_lib.read_metrics(str(w), "train")]
+  assert train == [2, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ve_digits", "subvp_digits"])
+def test_digits_configs_train(tmp_path, name):
+  """The other digits SDEs train (eval is the same code path as in the run.py test)."""
+  config = tiny_image(get_config(name), n_iters=2)
+  state = run_lib.train(config, str(tmp_path / name))
+  rows = run_lib.read_metrics(str(tmp_path / name), "train")
+  assert int(state.step) == 2 and np.isfinite(rows[-1]["loss"]) and rows[-1]["loss"] > 0
+
+
+def test_image_config_errors(tmp_path):
+  config = tiny_image(get_config("vp_digits"))
+  for field, value, match in [("eval.nll_samples", 298, "exceeds the test split"),
+                              ("eval.n_grid", 33, "eval.n_grid"), ("model.ch_mult", (1, 2, 2, 2, 2), "divisible by 16"),
+                              ("model.num_groups", 3, "model.num_groups"), ("eval.nll_batch_size", 0, "eval.nll_batch_size")]:
+    bad = tiny_image(get_config("vp_digits"))
+    group, key = field.split(".")
+    bad[group][key] = value
+    with pytest.raises(ValueError, match=match):
+      run_lib.run(bad, str(tmp_path / "w"), "all")
+  config.eval.n_floor_pairs = 2  # a toy eval field is not silently ignored
+  with pytest.raises(ValueError, match="eval.n_floor_pairs is not a field"):
+    run_lib.build(config)
+  cifar = with_npz(get_config("cifar10_ddpmpp"), tmp_path)
+  cifar.eval.frechet = True
+  with pytest.raises(ValueError, match="eval.frechet=True needs labelled 8x8"):
+    run_lib.build(cifar)
+  assert not os.path.exists(tmp_path / "w" / "checkpoints")

@@ -1,0 +1,114 @@
+"""The U-Net score network: shapes at several resolutions, dependence on t, labels, dropout, validation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import models
+import sde_lib
+from models.unet import sinusoidal_embedding
+
+TINY = dict(ch=8, num_groups=4, num_res_blocks=1)
+
+
+def _init(model, shape, key=0):
+  return jax.jit(lambda k: models.init_params(k, model, (1,) + shape))(jax.random.key(key))
+
+
+def _apply(model):
+  return jax.jit(model.apply, static_argnames="train")
+
+
+def _perturbed_params(model, shape, key=0):
+  """Initial parameters plus noise: the zero-initialised output conv would make every output 0."""
+  p = _init(model, shape, key)
+  leaves, tree = jax.tree.flatten(p)
+  keys = jax.random.split(jax.random.key(key + 1), len(leaves))
+  return jax.tree.unflatten(tree, [l + 0.05 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("shape,ch_mult,attn", [((8, 8, 1), (1, 2), (4,)), ((16, 16, 3), (1, 2), (8,)),
+                                                 ((32, 32, 2), (1, 2, 2), (16, 8))])
+def test_output_shape_and_zero_init(shape, ch_mult, attn):
+  model = models.get_model("unet", ch_mult=ch_mult, attn_resolutions=attn, **TINY)
+  model.validate_input(shape)
+  x = jax.random.normal(jax.random.key(0), (3,) + shape)
+  apply = _apply(model)
+  out = apply({"params": _init(model, shape, 1)}, x, jnp.array([0.1, 0.5, 0.9]))
+  assert out.shape == x.shape
+  # The output conv starts at zero: an untrained network predicts eps = 0.
+  np.testing.assert_array_equal(np.asarray(out), 0.0)
+  out = apply({"params": _perturbed_params(model, shape)}, x, jnp.array([0.1, 0.5, 0.9]))
+  assert out.shape == x.shape and np.all(np.isfinite(out)) and float(jnp.std(out)) > 1e-3
+
+
+@pytest.mark.parametrize("embedding", ["sinusoidal", "fourier"])
+def test_different_t_give_different_outputs(embedding):
+  shape = (8, 8, 1)
+  model = models.get_model("unet", embedding=embedding, **TINY)
+  p = _perturbed_params(model, shape)
+  x = jnp.broadcast_to(jax.random.normal(jax.random.key(0), (1,) + shape), (3,) + shape)
+  apply = _apply(model)
+  out = np.asarray(apply({"params": p}, x, jnp.array([0.05, 0.5, 0.95])))
+  for i, j in ((0, 1), (1, 2), (0, 2)):  # same image, different condition
+    assert np.abs(out[i] - out[j]).mean() > 1e-3 * np.abs(out).mean()
+  # Each example's output depends on its own condition only (no mixing across the batch).
+  out2 = np.asarray(apply({"params": p}, x, jnp.array([0.95, 0.5, 0.05])))
+  np.testing.assert_allclose(out2, out[::-1], rtol=1e-4, atol=1e-5)
+
+
+def test_sinusoidal_embedding_closed_form():
+  c = jnp.array([0.0, 0.25])
+  emb = np.asarray(sinusoidal_embedding(c, 8, scale=1000.0, max_period=10_000.0))
+  freqs = 10_000.0 ** (-np.arange(4) / 3)
+  want = np.concatenate([np.sin(1000 * np.outer([0.0, 0.25], freqs)), np.cos(1000 * np.outer([0.0, 0.25], freqs))], 1)
+  np.testing.assert_allclose(emb, want, rtol=1e-4, atol=1e-4)
+
+
+def test_labels_and_null_label():
+  shape = (8, 8, 1)
+  model = models.get_model("unet", num_classes=10, **TINY)
+  p = _perturbed_params(model, shape)
+  assert p["Embed_0"]["embedding"].shape == (11, 4 * TINY["ch"])  # row 10 is the null label
+  x = jnp.broadcast_to(jax.random.normal(jax.random.key(0), (1,) + shape), (2,) + shape)
+  c = jnp.array([0.3, 0.3])
+  apply = _apply(model)
+  a = apply({"params": p}, x, c, y=jnp.array([1, 7]))
+  null = apply({"params": p}, x, c)
+  np.testing.assert_allclose(null, apply({"params": p}, x, c, y=jnp.array([10, 10])), rtol=1e-5, atol=1e-6)
+  assert float(jnp.abs(a[0] - a[1]).mean()) > 1e-4
+
+
+def test_dropout_uses_the_key_only_when_training():
+  shape = (8, 8, 1)
+  sde = sde_lib.VPSDE()
+  model = models.get_model("unet", dropout=0.5, **TINY)
+  p = _perturbed_params(model, shape)
+  x = jax.random.normal(jax.random.key(0), (2,) + shape)
+  t = jnp.array([0.2, 0.7])
+  train_fn = jax.jit(models.get_score_fn(sde, model, train=True))
+  a, b = train_fn(p, x, t, key=jax.random.key(1)), train_fn(p, x, t, key=jax.random.key(2))
+  assert float(jnp.abs(a - b).mean()) > 1e-4  # different masks
+  np.testing.assert_array_equal(a, train_fn(p, x, t, key=jax.random.key(1)))
+  eval_fn = jax.jit(models.get_score_fn(sde, model))
+  np.testing.assert_array_equal(eval_fn(p, x, t), eval_fn(p, x, t, key=jax.random.key(1)))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_groups=3), "model.num_groups"), (dict(ch_mult=()), "model.ch_mult"),
+    (dict(dropout=1.0), "model.dropout"), (dict(embedding="learned"), "model.embedding"),
+    (dict(num_res_blocks=0), "model.num_res_blocks"), (dict(num_classes=-1), "model.num_classes")])
+def test_bad_fields_raise(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    models.get_model("unet", **{**TINY, **kwargs})
+
+
+@pytest.mark.parametrize("shape,kwargs,match", [
+    ((10, 10, 1), dict(ch_mult=(1, 2, 2)), "divisible by 4"),
+    ((8, 8, 1), dict(attn_resolutions=(2,)), "attn_resolutions"),
+    ((64,), dict(), "images")])
+def test_bad_input_shape_raises(shape, kwargs, match):
+  model = models.get_model("unet", **{**TINY, **kwargs})
+  with pytest.raises(ValueError, match=match):
+    model.validate_input(shape)
