@@ -412,6 +412,11 @@ class ImageDataset:
   def train_y(self) -> np.ndarray:
     return np.asarray(self._train_y)
 
+  @property
+  def num_classes(self) -> int:
+    """1 + the largest label (0 without labels)."""
+    return int(self.train_y.max()) + 1 if self.has_labels else 0
+
   def scale(self, u: Array, v: Array | float = 0.5) -> Array:
     """x = a (u + v) / levels + b: integer images u and offsets v in [0, 1) to the data range."""
     a, b = DATA_RANGES[self.data_range]

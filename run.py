@@ -82,6 +82,11 @@ def main(argv):
       parts.append(f"Frechet distance {fd['fd']:.3f} (train-vs-test floor {fd['fd_floor']:.3f}; classifier "
                    f"test accuracy {fd['classifier_test_accuracy']:.3f})")
     print("; ".join(parts) + f"; grid in {workdir}/plots/samples_grid.png; summary in {workdir}/eval/summary.json")
+    pc = ev.get("per_class")
+    if pc and "classifier_accuracy" in pc:
+      fd = f"; pooled Frechet distance {pc['frechet']['fd']:.3f}" if "frechet" in pc else ""
+      print(f"class-conditional (w = {pc['guidance_w']}): samples classified as their class "
+            f"{pc['classifier_accuracy']:.3f}{fd}; grid (a row per class) in {workdir}/plots/class_grid.png")
   elif "eval" in out:
     ev = out["eval"]
     print(f"energy distance {ev['model']['energy_distance']:.3e} = {ev['energy_ratio']:.2f}x floor "

@@ -98,7 +98,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"eval.n_trajectory={ev.n_trajectory!r} must be an integer >= 0.")
 
 
-IMAGE_EVAL_FIELDS = ("n_samples", "n_grid", "nll_samples", "nll_batch_size", "frechet", "plots", "classifier")
+IMAGE_EVAL_FIELDS = ("n_samples", "n_grid", "nll_samples", "nll_batch_size", "frechet", "plots", "classifier",
+                     "n_class_samples")
 
 
 def _validate_image_eval(ev: ml_collections.ConfigDict) -> None:
@@ -161,11 +162,12 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   # Build (not run) the sampler and likelihood once so their bad fields fail here.
   sampler_cfg = sampler_kwargs(config)
   sampling.get_sampler(sde, (1,) + shape, **sampler_cfg)
-  if config.eval.plots and config.eval.n_trajectory:  # write_plots asks the sampler for trajectories
+  n_traj = config.eval.get("n_trajectory", 0)  # image evals plot no trajectories
+  if config.eval.plots and n_traj:  # write_plots asks the sampler for trajectories
     try:
-      sampling.get_sampler(sde, (1,) + shape, **sampler_cfg, n_trajectory=config.eval.n_trajectory)
+      sampling.get_sampler(sde, (1,) + shape, **sampler_cfg, n_trajectory=n_traj)
     except ValueError as e:
-      raise ValueError(f"eval.n_trajectory={config.eval.n_trajectory!r} (with eval.plots) needs a sampler "
+      raise ValueError(f"eval.n_trajectory={n_traj!r} (with eval.plots) needs a sampler "
                        f"that returns trajectories ({e}); set eval.n_trajectory = 0.") from None
   _likelihood_fn(sde, config)
   validate_conditional(config, target)
@@ -764,11 +766,19 @@ def _check_image_eval(config: ml_collections.ConfigDict, target) -> None:
     raise ValueError(f"eval.n_samples={ev.n_samples} must be >= 2 for the Frechet distance.")
 
 
-def _image_metrics(key, exp: Experiment, params, x: np.ndarray) -> dict:
+def _feature_classifier(key, exp: Experiment):
+  """The digits classifier of the Frechet distance and the per-class accuracy (eval.classifier)."""
+  target = exp.target
+  return classifier.train_digits_classifier(key, target.train_x, target.train_y, target.test_x,
+                                            target.test_y, data_range=(0.0, target.levels - 1.0),
+                                            **exp.config.eval.classifier)
+
+
+def _image_metrics(key, exp: Experiment, params, x: np.ndarray, clf) -> dict:
   """Test-split bits/dim by the probability-flow ODE, and the classifier Frechet distance of
   the samples x (quantised to the data's integer levels, like the real images) with its floor."""
   ev, target, out = exp.config.eval, exp.target, {}
-  key_nll, key_clf, key_fd = jax.random.split(key, 3)
+  key_nll, key_fd = jax.random.split(key)
   if ev.nll_samples:
     t0 = time.time()
     out["bits_per_dim"] = likelihood.dequantized_bits_per_dim(
@@ -777,16 +787,40 @@ def _image_metrics(key, exp: Experiment, params, x: np.ndarray) -> dict:
         batch_size=ev.nll_batch_size)
     out["bits_per_dim"]["wall_s"] = time.time() - t0
   if ev.frechet:
-    t0 = time.time()
-    clf = classifier.train_digits_classifier(key_clf, target.train_x, target.train_y, target.test_x,
-                                             target.test_y, data_range=(0.0, target.levels - 1.0),
-                                             **ev.classifier)
-    u = np.asarray(target.quantize(jnp.asarray(x)))
-    out["frechet"] = evaluation.classifier_frechet_distance(key_fd, u, target.train_x, target.test_x,
-                                                            classifier=clf)
-    out["frechet"].update(classifier_train_accuracy=clf.train_accuracy, ratio=out["frechet"]["fd"] /
-                          out["frechet"]["fd_floor"], wall_s=time.time() - t0)
+    out["frechet"] = _frechet(key_fd, target, x, clf)
   return out
+
+
+def _frechet(key, target, x: np.ndarray, clf) -> dict:
+  t0 = time.time()
+  u = np.asarray(target.quantize(jnp.asarray(x)))
+  out = evaluation.classifier_frechet_distance(key, u, target.train_x, target.test_x, classifier=clf)
+  out.update(classifier_train_accuracy=clf.train_accuracy, ratio=out["fd"] / out["fd_floor"],
+             wall_s=time.time() - t0)
+  return out
+
+
+def _image_per_class(key, exp: Experiment, params, clf) -> tuple[dict, np.ndarray]:
+  """Class-conditional images: eval.n_class_samples samples of every class with classifier-free
+  guidance at sampling.guidance_w. Per class, the fraction the digits classifier assigns to the
+  class asked for; pooled over classes, the Frechet distance with its floor (eval.frechet).
+
+  Returns (summary, samples [K, n, H, W, C]).
+  """
+  ev, target = exp.config.eval, exp.target
+  n = ev.get("n_class_samples", 100)
+  make_score, _ = _guided_scores(exp, None)["cfg"]
+  fn = _class_sampler(exp, n, make_score)
+  x = np.stack([to_host(fn(jax.random.fold_in(key, k), k, params)[0]) for k in range(target.num_classes)])
+  out = {"guidance_w": float(exp.config.sampling.get("guidance_w", 0.0)), "n_per_class": n}
+  if clf is not None:
+    u = np.asarray(target.quantize(jnp.asarray(x.reshape((-1,) + x.shape[2:]))))
+    pred = np.asarray(jnp.argmax(clf.logits(u), axis=-1)).reshape(x.shape[:2])
+    out["classes"] = {str(k): {"classifier_accuracy": float(np.mean(pred[k] == k))} for k in range(len(x))}
+    out["classifier_accuracy"] = float(np.mean(pred == np.arange(len(x))[:, None]))
+  if ev.frechet:
+    out["frechet"] = _frechet(jax.random.fold_in(key, 10_000), target, x.reshape((-1,) + x.shape[2:]), clf)
+  return out, x
 
 
 def evaluate_images(exp: Experiment, workdir: str) -> dict:
@@ -808,19 +842,29 @@ def evaluate_images(exp: Experiment, workdir: str) -> dict:
   summary = {"step": step, "n_samples": ev.n_samples, "nfe": int(nfe), "sampler": exp.config.sampling.to_dict(),
              "data": exp.config.data.to_dict(), "timings": {"sample_model_s": time.time() - t0}}
   summary["n_nonfinite"] = int(np.sum(~np.isfinite(x)))
-  summary.update(_image_metrics(key_metrics, exp, state.ema_params, x))
+  key_metrics, key_clf, key_class = jax.random.split(key_metrics, 3)
+  conditional = bool(num_classes(exp.config))
+  clf = _feature_classifier(key_clf, exp) if ev.frechet or (conditional and exp.target.shape == (8, 8, 1)) else None
+  summary.update(_image_metrics(key_metrics, exp, state.ema_params, x, clf))
+  x_class = None
+  if conditional:
+    t0 = time.time()
+    summary["per_class"], x_class = _image_per_class(key_class, exp, state.ema_params, clf)
+    summary["timings"]["per_class_s"] = time.time() - t0
   if is_primary():
-    _write_image_eval_outputs(exp, workdir, summary, x)
+    _write_image_eval_outputs(exp, workdir, summary, x, x_class)
   return summary
 
 
-def _write_image_eval_outputs(exp: Experiment, workdir: str, summary: dict, x: np.ndarray) -> None:
+def _write_image_eval_outputs(exp: Experiment, workdir: str, summary: dict, x: np.ndarray,
+                              x_class: np.ndarray | None = None) -> None:
   import plotting  # matplotlib only when plotting
 
   step, target = summary["step"], exp.target
   for sub in ("eval", "samples", "plots"):
     os.makedirs(os.path.join(workdir, sub), exist_ok=True)
-  np.savez(os.path.join(workdir, "samples", f"eval_{step}.npz"), model=x, nfe=summary["nfe"])
+  arrays = {} if x_class is None else {"per_class": x_class}  # [K, n, H, W, C]
+  np.savez(os.path.join(workdir, "samples", f"eval_{step}.npz"), model=x, nfe=summary["nfe"], **arrays)
   with open(os.path.join(workdir, "eval", "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
   flat = {"nfe": summary["nfe"]}
@@ -837,6 +881,10 @@ def _write_image_eval_outputs(exp: Experiment, workdir: str, summary: dict, x: n
   unit = lambda a: np.clip(np.nan_to_num(np.asarray(target.to_unit(jnp.asarray(a)))), 0.0, 1.0)
   plotting.plot_image_grid(os.path.join(workdir, "plots", "samples_grid.png"), unit(x[:n]))
   plotting.plot_image_grid(os.path.join(workdir, "plots", "data_grid.png"), unit(target.scale(target.train_x[:n])))
+  if x_class is not None:  # one row per class
+    per_row = min(10, x_class.shape[1])
+    grid = x_class[:, :per_row].reshape((-1,) + x_class.shape[2:])
+    plotting.plot_image_grid(os.path.join(workdir, "plots", "class_grid.png"), unit(grid), nrow=per_row)
   rows = read_metrics(workdir, "train")
   if rows:
     plotting.plot_loss(os.path.join(workdir, "plots", "loss.png"), [r["step"] for r in rows], [r["loss"] for r in rows])
@@ -971,7 +1019,7 @@ def validate_conditional(config: ml_collections.ConfigDict, target) -> None:
     ValueError: naming the field, its value and what is allowed.
   """
   k = num_classes(config)
-  labelled = hasattr(target, "sample_with_labels")
+  labelled = hasattr(target, "sample_with_labels") and getattr(target, "has_labels", True)
   if k and not labelled:
     raise ValueError(f"model.num_classes={k} needs a dataset with labels; data.name="
                      f"{config.data.name!r} has none (set model.num_classes=0).")
@@ -1127,7 +1175,7 @@ def _guided_scores(exp: Experiment, classifier) -> dict:
     log_prob_fn, _ = classifier
     out["classifier"] = (lambda y, p, c: sampling.classifier_guidance(
         functools.partial(exp.model_score_fn, p), functools.partial(log_prob_fn, c), y, scale), ("params", "classifier"))
-  if cfg.eval.oracle and hasattr(exp.target, "conditional_score_fn"):
+  if cfg.eval.get("oracle", False) and hasattr(exp.target, "conditional_score_fn"):
     cond, marginal = exp.target.conditional_score_fn(exp.sde), exp.target.score_fn(exp.sde)
     posterior = exp.target.class_log_posterior_fn(exp.sde)
     out["oracle_cfg"] = (lambda y: sampling.classifier_free_guidance(cond, y, w), ())

@@ -243,6 +243,27 @@ def test_digits_configs_train(tmp_path, name):
   assert int(state.step) == 2 and np.isfinite(rows[-1]["loss"]) and rows[-1]["loss"] > 0
 
 
+@pytest.mark.slow
+def test_cond_digits_per_class_eval(tmp_path):
+  """cond_digits: a class-conditional U-Net, per-class guided samples, a grid with one row per class."""
+  config = tiny_image(get_config("cond_digits"))
+  config.eval.update(dict(n_class_samples=4, nll_samples=0))  # bits/dim: test_digits_few_steps_through_run_py
+  workdir = str(tmp_path / "cond")
+  summary = run_lib.run(config, workdir, "all")["eval"]
+  pc = summary["per_class"]
+  assert sorted(pc["classes"], key=int) == [str(k) for k in range(10)] and pc["n_per_class"] == 4
+  accs = [row["classifier_accuracy"] for row in pc["classes"].values()]
+  assert all(0 <= a <= 1 for a in accs) and np.isclose(pc["classifier_accuracy"], np.mean(accs))
+  assert pc["frechet"]["n"] == 40 and pc["frechet"]["fd"] > 0
+  x = np.load(os.path.join(workdir, "samples", "eval_4.npz"))["per_class"]
+  assert x.shape == (10, 4, 8, 8, 1) and np.all(np.isfinite(x))
+  import matplotlib.image
+  grid = matplotlib.image.imread(os.path.join(workdir, "plots", "class_grid.png"))
+  single = matplotlib.image.imread(os.path.join(workdir, "plots", "samples_grid.png"))  # 16 samples, 4 x 4
+  assert grid.shape[0] / grid.shape[1] == pytest.approx(10 / 4, rel=0.05)  # 10 rows (classes) of 4 samples
+  assert single.shape[0] / single.shape[1] == pytest.approx(1.0, rel=0.05)
+
+
 def test_image_config_errors(tmp_path):
   config = tiny_image(get_config("vp_digits"))
   for field, value, match in [("eval.nll_samples", 298, "exceeds the test split"),
