@@ -39,10 +39,16 @@ def with_npz(config, tmp_path):
   return config
 
 
-def tiny_image(config, n_iters=4):
-  """A few-step image config: a tiny U-Net, 4 sampler steps, small eval sets, a 2-step Euler likelihood."""
+def tiny_image(config, n_iters=4, one_level=False):
+  """A few-step image config: a tiny U-Net, 4 sampler steps, small eval sets, a 2-step Euler likelihood.
+
+  one_level: a single-resolution U-Net without attention (a third of the compile time), for tests
+  whose subject is not the architecture (tests/test_unet.py covers that).
+  """
   config.training.update(dict(n_iters=n_iters, log_freq=2, snapshot_freq=2, checkpoint_freq=2, batch_size=16))
   config.model.update(dict(ch=8, num_groups=4))
+  if one_level:
+    config.model.update(dict(ch_mult=(1,), attn_resolutions=()))
   config.sampling.n_steps = 4
   config.eval.update(dict(n_samples=32, n_grid=16, nll_samples=8, nll_batch_size=8))
   config.eval.classifier.n_steps = 20
@@ -237,7 +243,7 @@ def test_digits_few_steps_through_run_py(tmp_path):
 @pytest.mark.parametrize("name", ["ve_digits", "subvp_digits"])
 def test_digits_configs_train(tmp_path, name):
   """The other digits SDEs train (eval is the same code path as in the run.py test)."""
-  config = tiny_image(get_config(name), n_iters=2)
+  config = tiny_image(get_config(name), n_iters=2, one_level=True)
   state = run_lib.train(config, str(tmp_path / name))
   rows = run_lib.read_metrics(str(tmp_path / name), "train")
   assert int(state.step) == 2 and np.isfinite(rows[-1]["loss"]) and rows[-1]["loss"] > 0
@@ -246,7 +252,7 @@ def test_digits_configs_train(tmp_path, name):
 @pytest.mark.slow
 def test_cond_digits_per_class_eval(tmp_path):
   """cond_digits: a class-conditional U-Net, per-class guided samples, a grid with one row per class."""
-  config = tiny_image(get_config("cond_digits"))
+  config = tiny_image(get_config("cond_digits"), one_level=True)
   config.eval.update(dict(n_class_samples=4, nll_samples=0))  # bits/dim: test_digits_few_steps_through_run_py
   workdir = str(tmp_path / "cond")
   summary = run_lib.run(config, workdir, "all")["eval"]
