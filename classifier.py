@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import likelihood
+
 Array = jax.Array
 
 N_CLASSES = 10
@@ -51,13 +53,8 @@ class DigitsNet(nn.Module):
 
 
 def _check_range(data_range) -> tuple[float, float]:
-  ok = (isinstance(data_range, (tuple, list)) and len(data_range) == 2
-        and all(isinstance(v, numbers.Real) and math.isfinite(v) for v in data_range)
-        and data_range[0] < data_range[1])
-  if not ok:
-    raise ValueError(f"data_range={data_range!r} is invalid: must be a pair (lo, hi) of finite "
-                     "numbers with lo < hi.")
-  return float(data_range[0]), float(data_range[1])
+  """(lo, hi) of the classifier's input range; the pair check is likelihood's."""
+  return likelihood._as_range(data_range, field="data_range")
 
 
 def _images(x, name: str) -> np.ndarray:
