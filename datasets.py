@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr, logsumexp
 
+from utils import DATA_RANGES, Registry
+
 Array = jax.Array
 
 DEFAULT_MEANS = ((0.0, 1.0), (2.0, -1.0))
@@ -336,7 +338,6 @@ class Box1D(Target):
 
 # --- image datasets -----------------------------------------------------------------------
 
-DATA_RANGES = {"[-1,1]": (2.0, -1.0), "[0,1]": (1.0, 0.0)}  # x = a w / levels + b
 DIGITS_N_TEST = 297  # of 1,797; the rest (1,500) train
 DIGITS_SPLIT_SEED = 0
 
@@ -417,19 +418,29 @@ class ImageDataset:
     """1 + the largest label (0 without labels)."""
     return int(self.train_y.max()) + 1 if self.has_labels else 0
 
+  def _affine(self) -> tuple[float, float]:
+    """(a, b) = (hi - lo, lo) of the data range (lo, hi): x = a w / levels + b."""
+    lo, hi = DATA_RANGES[self.data_range]
+    return hi - lo, lo
+
+  @property
+  def data_bounds(self) -> tuple[float, float]:
+    """The data range as (lo, hi)."""
+    return DATA_RANGES[self.data_range]
+
   def scale(self, u: Array, v: Array | float = 0.5) -> Array:
     """x = a (u + v) / levels + b: integer images u and offsets v in [0, 1) to the data range."""
-    a, b = DATA_RANGES[self.data_range]
+    a, b = self._affine()
     return a * (jnp.asarray(u, jnp.float32) + v) / self.levels + b
 
   def quantize(self, x: Array) -> Array:
     """The integer image u whose cell holds x (the inverse of `scale`), clipped to 0..levels-1; int32."""
-    a, b = DATA_RANGES[self.data_range]
+    a, b = self._affine()
     return jnp.clip(jnp.floor((x - b) / a * self.levels), 0, self.levels - 1).astype(jnp.int32)
 
   def to_unit(self, x: Array) -> Array:
     """x in the data range mapped to [0, 1] (for plotting)."""
-    a, b = DATA_RANGES[self.data_range]
+    a, b = self._affine()
     return (x - b) / a
 
   def dequantized(self, key: Array, u: Array) -> Array:
@@ -561,13 +572,14 @@ class NpzImages(ImageDataset):
     return x[train], None if y is None else y[train], x[test], None if y is None else y[test]
 
 
-_DATASETS = {"gmm": GaussianMixture, "box1d": Box1D, "digits": Digits, "npz": NpzImages}
+DATASETS = Registry("data", "name")
+for _name, _cls in (("gmm", GaussianMixture), ("box1d", Box1D), ("digits", Digits), ("npz", NpzImages)):
+  DATASETS.register(_name, _cls)
 
 
 def is_image_dataset_name(name) -> bool:
   """Whether data.name=`name` is a registered image dataset."""
-  cls = _DATASETS.get(name) if isinstance(name, str) else None
-  return cls is not None and issubclass(cls, ImageDataset)
+  return name in DATASETS and issubclass(DATASETS.get(name), ImageDataset)
 
 
 def is_image_dataset(target) -> bool:
@@ -577,7 +589,7 @@ def is_image_dataset(target) -> bool:
 
 def register_dataset(name: str, cls) -> None:
   """Adds a target class to the registry used by `get_dataset` and the configs."""
-  _DATASETS[name] = cls
+  DATASETS.register(name, cls)
 
 
 def get_dataset(name: str, **kwargs) -> Target:
@@ -586,11 +598,18 @@ def get_dataset(name: str, **kwargs) -> Target:
   Raises:
     ValueError: unknown name or field, or a malformed parameter.
   """
-  if name not in _DATASETS:
-    raise ValueError(f"data.name={name!r} is unknown; valid names: {sorted(_DATASETS)}.")
-  cls = _DATASETS[name]
-  fields = {f.name for f in dataclasses.fields(cls)}
-  for k in kwargs:
-    if k not in fields:
-      raise ValueError(f"data.{k} is not a field of {cls.__name__}; allowed fields: {sorted(fields)}.")
-  return cls(**kwargs)
+  return DATASETS.build(name, **kwargs)
+
+
+def get_batch_fn(target, *, labelled: bool = False) -> Callable:
+  """batch_fn(data, key, n) -> x [n, ...], or {"x", "y" (int32)} when `labelled`; `data` is the
+  dataset passed into the jitted step as an argument (an image dataset), or None to use `target`."""
+
+  def batch_fn(data, key, n):
+    source = target if data is None else data
+    if labelled:
+      x, y = source.sample_with_labels(key, n)
+      return {"x": x, "y": y.astype(jnp.int32)}
+    return source.sample(key, n)
+
+  return batch_fn

@@ -1,23 +1,30 @@
-"""Denoising score-matching objectives and the pure train-step factory.
+"""Training objectives (continuous DSM, DDPM eps, SMLD, noise-conditional classifier), the
+optimizer, EMA and the pure train-step factory.
 
 Nothing here jits, shards or touches files: `run_lib` does that.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+import models
 import sde_lib
+from utils import Registry, bcast as _bcast, check_int
 
 Array = jax.Array
 ModelScoreFn = Callable[[Any, Array, Array], Array]
+ModelEpsFn = Callable[[Any, Array, Array], Array]  # model_eps_fn(params, x, t_index) -> eps
 SCHEDULES = ("constant", "cosine", "linear")
+LOSS_TYPES = ("l2", "l1", "huber")
 
 
 def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_mean: bool = False,
@@ -70,7 +77,7 @@ def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_me
     t = jax.random.uniform(key_t, (batch.shape[0],), minval=eps, maxval=sde.T)
     z = jax.random.normal(key_z, batch.shape)
     mean, std = sde.marginal_prob(batch, t)
-    std_b = sde_lib._bcast(std, batch)
+    std_b = _bcast(std, batch)
     score = model_score_fn(params, mean + std_b * z, t, **extra)
     axes = tuple(range(1, batch.ndim))
     if likelihood_weighting:
@@ -136,11 +143,130 @@ def get_classifier_loss_fn(sde: sde_lib.SDE, log_prob_fn: Callable, *, eps: floa
     key_t, key_z = jax.random.split(key)
     t = jax.random.uniform(key_t, (x0.shape[0],), minval=eps, maxval=sde.T)
     mean, std = sde.marginal_prob(x0, t)
-    x_t = mean + sde_lib._bcast(std, x0) * jax.random.normal(key_z, x0.shape)
+    x_t = mean + _bcast(std, x0) * jax.random.normal(key_z, x0.shape)
     log_p = jax.nn.log_softmax(log_prob_fn(params, x_t, t), axis=-1)  # logits or log-probs alike
     return -jnp.mean(jnp.take_along_axis(log_p, y[:, None].astype(jnp.int32), axis=1))
 
   return loss_fn
+
+
+def _elementwise_loss(err: Array, loss_type: str) -> Array:
+  if loss_type == "l2":
+    return err**2
+  if loss_type == "l1":
+    return jnp.abs(err)
+  return jnp.where(jnp.abs(err) <= 1.0, 0.5 * err**2, jnp.abs(err) - 0.5)  # Huber, delta = 1
+
+
+def get_ddpm_loss_fn(schedule: sde_lib.DiscreteSchedule, model_eps_fn: ModelEpsFn, *, loss_type: str = "l2",
+                     reduce_mean: bool = True) -> Callable:
+  """Ho et al. 2020, Algorithm 1 (L_simple, Eq. 14): t ~ U{1..T}, eps ~ N(0, I),
+
+      L = E_{t, x0, eps} rho( eps - eps_theta(sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, t) ),
+
+  rho = squared error ("l2"), absolute error ("l1") or Huber with delta = 1 ("huber": e^2 / 2 for
+  |e| <= 1, |e| - 1/2 beyond), reduced over the data dimensions by mean or sum.
+
+  Args:
+    schedule: the discrete chain.
+    model_eps_fn: model_eps_fn(params, x, t_index [B] int) -> eps (e.g. `models.get_eps_fn`).
+    loss_type: "l2", "l1" or "huber".
+    reduce_mean: average over data dimensions instead of summing.
+
+  Returns:
+    loss_fn(key, params, batch) -> scalar (mean over the batch), as `losses.get_sde_loss_fn`, so
+    `losses.get_train_step_fn` trains it.
+
+  Raises:
+    ValueError: unknown loss_type.
+  """
+  if loss_type not in LOSS_TYPES:
+    raise ValueError(f"loss.loss_type={loss_type!r} is unknown; valid: {list(LOSS_TYPES)}.")
+  reduce = jnp.mean if reduce_mean else jnp.sum
+
+  def loss_fn(key, params, batch):
+    key_t, key_z = jax.random.split(key)
+    t = jax.random.randint(key_t, (batch.shape[0],), 1, schedule.T + 1)
+    z = jax.random.normal(key_z, batch.shape)
+    mean, std = schedule.q_mean_std(batch, t)
+    err = model_eps_fn(params, mean + _bcast(std, batch) * z, t) - z
+    return jnp.mean(reduce(_elementwise_loss(err, loss_type), axis=tuple(range(1, batch.ndim))))
+
+  return loss_fn
+
+
+def get_smld_loss_fn(sigmas, model_score_fn: Callable, *, reduce_mean: bool = False) -> Callable:
+  """NCSN's denoising score matching over a noise ladder (Song & Ermon 2019, Eq. 5-6):
+
+      L = 1/L sum_i lambda(sigma_i) l(theta; sigma_i),
+      l(theta; sigma) = 1/2 E || s_theta(x~, sigma) + (x~ - x) / sigma^2 ||^2,
+
+  x~ = x + sigma z, with lambda(sigma) = sigma^2, so each term is 1/2 E || sigma s_theta + z ||^2.
+  One level per example, uniform over the ladder: an unbiased estimate of the average over i.
+
+  Args:
+    sigmas: the ladder [L] (e.g. `sde_lib.geometric_sigmas`), each > 0.
+    model_score_fn: model_score_fn(params, x, sigma [B]) -> score (e.g. `models.get_smld_score_fn`).
+    reduce_mean: average over data dimensions instead of summing.
+
+  Returns:
+    loss_fn(key, params, batch) -> scalar, the mean over the batch.
+
+  Raises:
+    ValueError: an empty ladder or a non-positive sigma.
+  """
+  sig = np.asarray(sigmas, np.float64)
+  if sig.ndim != 1 or sig.size < 1 or not np.all(sig > 0):
+    raise ValueError(f"sigmas must be a 1-D ladder of positive noise levels; got {sig.tolist()!r}.")
+  sig = jnp.asarray(sig, jnp.float32)
+  reduce = jnp.mean if reduce_mean else jnp.sum
+
+  def loss_fn(key, params, batch):
+    key_i, key_z = jax.random.split(key)
+    sigma = sig[jax.random.randint(key_i, (batch.shape[0],), 0, sig.shape[0])]
+    z = jax.random.normal(key_z, batch.shape)
+    s = _bcast(sigma, batch)
+    score = model_score_fn(params, batch + s * z, sigma)
+    return jnp.mean(0.5 * reduce((s * score + z) ** 2, axis=tuple(range(1, batch.ndim))))
+
+  return loss_fn
+
+
+def _sde_loss(sde: sde_lib.SDE, score_model: models.ScoreModel, /, *, num_classes: int = 0, reduce_mean: bool = False,
+              likelihood_weighting: bool = False, eps: float = 1e-5, label_dropout: float = 0.0) -> Callable:
+  """The continuous DSM loss of a score model (`get_sde_loss_fn`); dropout keys when the network has dropout."""
+  return get_sde_loss_fn(sde, score_model.train_score_fn, reduce_mean=reduce_mean,
+                         likelihood_weighting=likelihood_weighting, eps=eps, num_classes=num_classes,
+                         label_dropout=label_dropout, model_key=score_model.dropout > 0)
+
+
+def _ddpm_loss(sde: sde_lib.SDE, score_model: models.ScoreModel, /, *, num_classes: int = 0, loss_type: str = "l2",
+               reduce_mean: bool = True) -> Callable:
+  """L_simple of the SDE's DDPM chain (`get_ddpm_loss_fn`) on the network's eps, conditioned on step / T."""
+  if score_model.dropout:
+    raise ValueError(f"model.dropout={score_model.dropout} is not supported with loss.name='ddpm'; set it to 0.")
+  if num_classes:
+    raise ValueError(f"model.num_classes={num_classes} needs loss.name='sde' (the class-conditional DSM loss); "
+                     "got loss.name='ddpm'.")
+  schedule = sde_lib.schedule_of(sde)
+  return get_ddpm_loss_fn(schedule, models.get_eps_fn(score_model.network, schedule), loss_type=loss_type,
+                          reduce_mean=reduce_mean)
+
+
+LOSSES = Registry("loss", "name")
+LOSSES.register("sde", _sde_loss)
+LOSSES.register("ddpm", _ddpm_loss)
+
+
+def get_loss_fn(sde: sde_lib.SDE, score_model: models.ScoreModel, *, name: str = "sde", num_classes: int = 0,
+                **fields) -> Callable:
+  """The consumer of the config's `loss` group: the objective `name` ("sde": continuous DSM,
+  "ddpm": DDPM's L_simple) for `score_model`, with the group's other fields.
+
+  Raises:
+    ValueError: unknown name or field, or a bad value.
+  """
+  return LOSSES.build(name, sde, score_model, num_classes=num_classes, **fields)
 
 
 @flax.struct.dataclass
@@ -225,3 +351,37 @@ def get_train_step_fn(loss_fn: Callable, optimizer: optax.GradientTransformation
     return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
 
   return train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierSetup:
+  """A noise-conditional classifier ready to train: network, log_prob_fn(params, x, t) -> [B, K],
+  optimizer, the pure train_step, and its loop settings."""
+
+  network: Any
+  log_prob_fn: Callable
+  optimizer: optax.GradientTransformation
+  train_step: Callable
+  n_iters: int
+  batch_size: int
+  log_freq: int
+
+
+def get_classifier_setup(sde: sde_lib.SDE, num_classes: int, /, *, model: dict, optim: dict, n_iters: int,
+                         batch_size: int, log_freq: int, conditioning: str = "auto", input_scaling: bool = True,
+                         eps: float = 1e-5) -> ClassifierSetup:
+  """The consumer of the config's `classifier` group: the network (`models.get_classifier(**model)`),
+  its cross-entropy on the SDE's perturbed labelled data (`get_classifier_loss_fn`), the optimizer
+  (`get_optimizer(**optim)`) and the loop lengths.
+
+  Raises:
+    ValueError: an unknown or bad field.
+  """
+  for name, value in (("n_iters", n_iters), ("batch_size", batch_size), ("log_freq", log_freq)):
+    check_int(f"classifier.{name}", value, 1)
+  network = models.get_classifier(num_classes=num_classes, **model)
+  log_prob_fn = models.get_classifier_fn(sde, network, conditioning=conditioning, input_scaling=input_scaling)
+  optimizer = get_optimizer(total_steps=n_iters, **optim)
+  train_step = get_train_step_fn(get_classifier_loss_fn(sde, log_prob_fn, eps=eps), optimizer, ema_rate=0.0,
+                                 ema_warmup=False)
+  return ClassifierSetup(network, log_prob_fn, optimizer, train_step, n_iters, batch_size, log_freq)

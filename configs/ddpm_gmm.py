@@ -9,11 +9,10 @@ with the exact eps of the chain, which the oracle score of `DiscreteVPSDE` gives
 variational bound (Ho et al. Eq. 5) on 1,000 held-out points in eval/summary.json["vlb"]: nats,
 bits/dim, its three terms, the same bound with the exact eps, and the true NLL.
 
-Groups: `sde` -> sde_lib.get_sde (name "ddpm" is `ddpm.DiscreteVPSDE`: the chain, N = T steps,
-continuous time t = step / T); `model` -> models.get_model (the eps-network, conditioned on
-c = step / T; no score-parameterisation fields: `ddpm.get_model_score_fn` is the score);
-`loss` -> ddpm.get_ddpm_loss_fn (name "ddpm"); `sampling` -> sampling.get_sampler (method
-"ddpm_ancestral"); `vlb` -> ddpm.get_vlb_fn (n_points: eval points).
+Overrides of the toy defaults: `sde` name "ddpm" (`sde_lib.DiscreteVPSDE`: the chain, N = T steps,
+continuous time t = step / T); the eps-network sees x_t unscaled, conditioned on c = step / T;
+`loss` name "ddpm" (`losses.get_ddpm_loss_fn`); `sampling` method "ddpm_ancestral"; the "vlb"
+evaluator with its eval.vlb fields (`likelihood.get_vlb_fn`; n_points: eval points).
 """
 
 import ml_collections
@@ -24,9 +23,9 @@ from configs.default_toy import get_default_configs
 def get_config():
   config = get_default_configs()
   config.sde = ml_collections.ConfigDict(dict(name="ddpm", schedule="linear", N=1000))
-  config.model = ml_collections.ConfigDict(dict(name="mlp", hidden=64, depth=3, embed_dim=32, fourier_scale=1.0))
+  config.model.input_scaling = False  # Ho et al.: the network sees x_t itself (conditioning "auto" is t)
   config.loss = ml_collections.ConfigDict(dict(name="ddpm", loss_type="l2", reduce_mean=True))
   config.sampling = ml_collections.ConfigDict(dict(method="ddpm_ancestral", variance="beta_tilde"))
-  config.vlb = ml_collections.ConfigDict(dict(n_points=1000, variance="beta_tilde", decoder="gaussian",
-                                              n_samples=1, quadrature_order=0))
+  config.eval.evaluators = ["samples", "score_error", "likelihood", "vlb", "plots"]
+  config.eval.vlb = dict(n_points=1000, variance="beta_tilde", decoder="gaussian", n_samples=1, quadrature_order=0)
   return config

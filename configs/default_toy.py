@@ -1,9 +1,10 @@
 """Shared defaults for the low-dimensional toy experiments (targets with exact scores).
 
 Groups are named by their consumer: `sde` -> sde_lib.get_sde, `data` -> datasets.get_dataset,
-`model` -> models.get_model / models.get_score_fn, `loss` -> losses.get_sde_loss_fn,
+`model` -> models.get_score_model, `loss` -> losses.get_loss_fn,
 `optim` -> losses.get_optimizer, `training` -> the train loop, `sampling` -> sampling.get_sampler,
-`eval` -> the eval loop. Every field is passed on by name, so a misspelt field fails at build time.
+`likelihood` -> likelihood.get_likelihood_fn, `eval` -> the evaluators it names. Every field is
+passed on by name, so a misspelt field fails at build time.
 """
 
 import ml_collections
@@ -15,9 +16,7 @@ def get_default_configs() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
 
-  # sigma_max = 100: the prior N(0, sigma_max^2) ignores the data mean m = (1, 0); the
-  # probability-flow ODE carries that start offset to ~|m| / sigma_max at the data (measured:
-  # 0.02 at sigma_max = 50, enough to fail 1.5x the energy floor on some seeds).
+  # sigma_max = 100 (not 50): the prior ignores the data mean (benchmarks/RESULTS.md).
   config.sde = ml_collections.ConfigDict(dict(name="vesde", sigma_min=0.01, sigma_max=100.0, N=500))
   config.data = ml_collections.ConfigDict(dict(
       name="gmm", means=[list(m) for m in DEFAULT_MEANS],
@@ -35,18 +34,19 @@ def get_default_configs() -> ml_collections.ConfigDict:
       batch_size=512, n_iters=5000, log_freq=250, checkpoint_freq=1000, snapshot_freq=2500,
       ema_rate=0.999, ema_warmup=True))
 
-  # PC sampler. On 2-D targets the corrector is `ald` (x-independent Langevin steps):
-  # per-sample snr steps (`langevin`) are biased in low dimension (see sampling.langevin).
+  # PC sampler; `ald` (x-independent Langevin steps) on 2-D targets (benchmarks/RESULTS.md).
   config.sampling = ml_collections.ConfigDict(dict(
       method="pc", predictor="reverse_diffusion", corrector="ald", snr=0.16, n_steps=1,
       probability_flow=False, denoise=True, eps=1e-3))
 
   # Exact log-likelihood through the probability-flow ODE (likelihood.get_likelihood_fn).
   config.likelihood = ml_collections.ConfigDict(dict(
-      hutchinson_type="exact", rtol=1e-5, atol=1e-5, method="tsit5", eps=1e-5,
+      hutchinson_type="exact", rtol=1e-5, atol=1e-5, solver="tsit5", eps=1e-5,
       n_steps=ml_collections.config_dict.placeholder(int), max_steps=4096))
 
+  # Evaluations by name (evaluators/), in order, and their fields.
   config.eval = ml_collections.ConfigDict(dict(
+      evaluators=["samples", "score_error", "likelihood", "plots"],
       n_samples=10_000, n_floor_pairs=10, n_trajectory=50, n_trajectory_samples=256,
-      score_error_samples=2048, nll_samples=1000, sw_projections=32, oracle=True, plots=True))
+      score_error_samples=2048, nll_samples=1000, sw_projections=32, oracle=True))
   return config

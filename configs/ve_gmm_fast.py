@@ -4,9 +4,8 @@
 
 Same training as ve_gmm; sampling takes 9 DPM-Solver++(2M) steps on the uniform log-SNR grid from
 T down to sigma_t / alpha_t = sigma_end = 0.1, then the step to sigma = 0 (x = x0_hat, Tweedie):
-10 NFE instead of the PC sampler's 1,001. Measured (2-core CPU, ~1 min in all): eval/summary.json
-energy distance 1.39x its floor with the trained model, 1.50x with the oracle score; over seeds
-0-2, oracle, 1.62x (benchmarks/RESULTS.md, "Samplers: energy distance vs NFE", dpm_solver_2m+denoise).
+10 NFE instead of the PC sampler's 1,001.
+Measured figures: benchmarks/RESULTS.md ("Samplers").
 """
 
 import ml_collections

@@ -3,9 +3,8 @@
     python run.py --config=configs/vp_gmm_fast.py
 
 Same training as vp_gmm; the sampling group of ve_gmm_fast (9 steps on the uniform log-SNR grid
-to sigma_edm = 0.1, then the step to sigma = 0). Measured (2-core CPU, ~1 min in all):
-eval/summary.json energy distance 1.17x its floor with the trained model, 1.41x with the oracle
-score; over seeds 0-2, oracle, 1.44x (benchmarks/RESULTS.md).
+to sigma_edm = 0.1, then the step to sigma = 0).
+Measured figures: benchmarks/RESULTS.md ("Samplers").
 """
 
 from configs import ve_gmm_fast, vp_gmm

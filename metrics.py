@@ -1,4 +1,4 @@
-"""Sample-quality metrics and comparisons against exact (oracle) scores.
+"""Pure sample-quality metrics and comparisons against exact (oracle) scores.
 
 Two-sample metrics compare generated samples with true samples:
 
@@ -14,7 +14,7 @@ a target with a known diffused density (`datasets.GaussianMixture.score_fn`).
 
 For images, `classifier_frechet_distance` is a digits analogue of FID (Heusel et al. 2017):
 the Frechet distance between Gaussian fits of a project-trained classifier's features
-(`classifier.DigitsClassifier`) of generated and test images, with its floor (train vs test
+(`models.digits.DigitsClassifier`) of generated and test images, with its floor (train vs test
 at the same n) and the classifier's test accuracy.
 
 Shapes: sample sets are [n, ...]; every non-batch axis is flattened into one feature axis.
@@ -490,7 +490,7 @@ def classifier_frechet_distance(key: Array, samples: ArrayLike, x_train: ArrayLi
     x_train: train-split images, same format and range.
     x_test: test-split images, same format and range.
     classifier: has `features(x) -> [n, f]`, `test_accuracy` and `feature_dim`
-      (`classifier.DigitsClassifier`).
+      (`models.digits.DigitsClassifier`).
 
   Returns:
     {"fd", "fd_floor", "classifier_test_accuracy", "n", "n_floor", "n_test", "feature_dim",

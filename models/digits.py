@@ -5,7 +5,7 @@ real images. The 8x8 sklearn digits have no pretrained network, so the project t
 own: a small MLP whose penultimate activations (`DigitsClassifier.features`) play the
 role of the Inception pool features, and whose test accuracy is reported with every
 distance (a feature space is only meaningful if the classifier actually separates digits).
-`evaluation.classifier_frechet_distance` computes the distance.
+`metrics.classifier_frechet_distance` computes the distance.
 
 Training is deterministic given the key: minibatches are drawn with fold_in(key, step) and
 the whole run is one jitted `lax.scan` (a few seconds on one CPU core).
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import likelihood
+from utils import as_range
 
 Array = jax.Array
 
@@ -54,7 +54,7 @@ class DigitsNet(nn.Module):
 
 def _check_range(data_range) -> tuple[float, float]:
   """(lo, hi) of the classifier's input range; the pair check is likelihood's."""
-  return likelihood._as_range(data_range, field="data_range")
+  return as_range(data_range, "data_range")
 
 
 def _images(x, name: str) -> np.ndarray:

@@ -1,0 +1,117 @@
+"""Evaluations on targets with exact densities and scores (toy targets)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import likelihood
+import metrics
+import models
+import sde_lib
+import sharding
+from evaluators.base import Context
+
+
+def eval_keys(ctx: Context) -> dict:
+  """The named eval streams: sample, reference, floor, metric, score."""
+  return dict(zip(("sample", "ref", "floor", "metric", "score"), jax.random.split(ctx.key, 5)))
+
+
+def sample_metrics(key, x, references: list, target, n_projections: int) -> dict:
+  """Metrics of samples x against the truth. Energy distance and sliced Wasserstein are means
+  over independent reference sets, as the floor is a mean over pairs of true sets."""
+  ed = [float(metrics.energy_distance(x, r)) for r in references]
+  sw = [float(metrics.sliced_wasserstein(jax.random.fold_in(key, i), x, r, n_projections=n_projections))
+        for i, r in enumerate(references)]
+  out = {"energy_distance": float(np.mean(ed)), "energy_distance_values": ed,
+         "sliced_wasserstein": float(np.mean(sw))}
+  out.update({k: float(v) for k, v in metrics.mean_cov_error(x, target.mean(), target.cov()).items()})
+  return out
+
+
+def floors(key, target, n: int, n_pairs: int, n_projections: int) -> dict:
+  """Energy distance and sliced Wasserstein between pairs of true sets of n (the floor)."""
+  sample_fn = jax.jit(target.sample, static_argnums=1)
+  key_ed, key_sw, key_x = jax.random.split(key, 3)
+  ed = metrics.metric_floor(key_ed, sample_fn, n, lambda k, a, b: metrics.energy_distance(a, b), n_pairs=n_pairs)
+  sw = metrics.metric_floor(key_sw, sample_fn, n, functools.partial(metrics.sliced_wasserstein,
+                                                                     n_projections=n_projections), n_pairs=n_pairs)
+  expected = metrics.energy_distance_expected_floor(sample_fn(key_x, n), n, n)
+  return {"energy_distance": float(ed["mean"]), "energy_distance_std": float(ed["std"]),
+          "energy_distance_expected": float(expected), "sliced_wasserstein": float(sw["mean"])}
+
+
+def samples(ctx: Context, *, n_samples: int, n_floor_pairs: int, sw_projections: int) -> tuple[dict, dict]:
+  """n_samples samples with the model (and, with eval.oracle, the exact score) against
+  n_floor_pairs true reference sets: energy distance, sliced Wasserstein, mean/cov errors, and
+  their floor between true sets; energy_ratio = model / floor."""
+  keys = eval_keys(ctx)
+  x, nfe = ctx.model_sampler(n_samples)(keys["sample"], ctx.params)
+  x = sharding.to_host(x)
+  sample_fn = jax.jit(ctx.target.sample, static_argnums=1)
+  refs = [sample_fn(k, n_samples) for k in jax.random.split(keys["ref"], n_floor_pairs)]
+  summary = {"n_samples": n_samples, "nfe": int(nfe), "sampler": dict(ctx.sampler_kwargs),
+             "model": sample_metrics(keys["metric"], x, refs, ctx.target, sw_projections)}
+  arrays = {"model": np.asarray(x), "reference": np.asarray(refs[0])}
+  if ctx.oracle:
+    x_oracle, _ = ctx.oracle_sampler(n_samples)(keys["sample"])
+    arrays["oracle"] = np.asarray(sharding.to_host(x_oracle))
+    summary["oracle"] = sample_metrics(keys["metric"], arrays["oracle"], refs, ctx.target, sw_projections)
+  summary["floor"] = floors(keys["floor"], ctx.target, n_samples, n_floor_pairs, sw_projections)
+  summary["energy_ratio"] = summary["model"]["energy_distance"] / summary["floor"]["energy_distance"]
+  if ctx.oracle:
+    summary["oracle_energy_ratio"] = summary["oracle"]["energy_distance"] / summary["floor"]["energy_distance"]
+  return summary, arrays
+
+
+def score_error(ctx: Context, *, score_error_samples: int) -> tuple[dict, dict]:
+  """The model's score against the exact one over t (`metrics.score_error`)."""
+  err = metrics.score_error(eval_keys(ctx)["score"], ctx.score_fn(), ctx.target.score_fn(ctx.sde), ctx.sde,
+                            jax.jit(ctx.target.sample, static_argnums=1), n=score_error_samples)
+  return {"score_error": {"weighted_mse": err["weighted_mse"], "relative": err["relative"]}}, {}
+
+
+def nll(ctx: Context, *, nll_samples: int) -> tuple[dict, dict]:
+  """Test NLL (nats per example) of the model and of the exact score by the probability-flow ODE,
+  against the true -log p_0 of the same nll_samples fresh points (0 skips it)."""
+  if not nll_samples:
+    return {}, {}
+  key_x, key_nll, key_kl = jax.random.split(jax.random.fold_in(eval_keys(ctx)["score"], 1), 3)
+  sde, target = ctx.sde, ctx.target
+  x = jax.jit(target.sample, static_argnums=1)(key_x, nll_samples)
+  nll_model, _, nfe = ctx.likelihood_fn(key_nll, ctx.score_fn(), x)
+  nll_oracle, z_oracle, _ = ctx.likelihood_fn(key_nll, target.score_fn(sde), x)
+  true = -target.log_prob(x)
+  mismatch = likelihood.prior_mismatch(sde, target.log_prob_fn(sde), z_oracle)
+  mean = lambda v: float(jnp.mean(v))
+  return {"likelihood": {
+      "n": nll_samples, "nfe": int(nfe), "nll_model": mean(nll_model), "nll_oracle": mean(nll_oracle),
+      "nll_true": mean(true), "gap_model_true": mean(nll_model - true), "gap_model_oracle": mean(nll_model - nll_oracle),
+      "gap_oracle_true": mean(nll_oracle - true), "prior_mismatch": mean(mismatch),
+      "prior_kl": likelihood.prior_kl(key_kl, sde, target)["kl"],
+      "bits_per_dim_model": mean(likelihood.bits_per_dim(nll_model, target.dim, data_range=None))}}, {}
+
+
+def vlb(ctx: Context, *, vlb: dict) -> tuple[dict, dict]:
+  """The discrete model's variational bound (Ho et al. Eq. 5) on vlb["n_points"] fresh points,
+  with the model's eps and (eval.oracle) the exact eps, against the true NLL; the other vlb fields
+  go to `likelihood.get_vlb_fn`."""
+  fields = dict(vlb)
+  n_points = fields.pop("n_points")
+  schedule = sde_lib.schedule_of(ctx.sde)
+  vlb_fn = likelihood.get_vlb_fn(schedule, **fields)
+  key_x, key_q = jax.random.split(jax.random.fold_in(eval_keys(ctx)["score"], 2))
+  x0 = ctx.target.sample(key_x, n_points)
+  eps_fn = models.get_eps_fn(ctx.network, schedule)  # the network's own eps, conditioned on step / T
+  model = jax.jit(lambda p, x: vlb_fn(key_q, functools.partial(eps_fn, p), x))(ctx.params, x0)
+  oracle = None
+  if ctx.oracle:
+    oracle = jax.jit(lambda x: vlb_fn(key_q, models.exact_eps_fn(ctx.target, schedule), x))(x0)
+  return {"vlb": likelihood.vlb_summary(model, oracle=oracle, true_nll=-ctx.target.log_prob(x0))}, {}
+
+
+EVALUATORS = {"samples": samples, "score_error": score_error, "likelihood": nll, "vlb": vlb}

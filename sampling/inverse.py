@@ -1,0 +1,216 @@
+"""Linear inverse problems: inpainting / imputation by replacement, reconstruction guidance and
+colorization (Song et al. 2021, App. I.2; Ho et al. 2022; Chung et al. 2023)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import sde_lib
+import utils
+from sampling.base import ScoreFn, as_pytree_fn, start
+from sampling.pc import PCSettings, pc_settings, pc_solve
+from utils import bcast, fold, normal
+
+Array = jax.Array
+
+
+def impose_known(x: Array, x_known: Array, mask: Array) -> Array:
+  """mask * x_known + (1 - mask) * x: the known coordinates (mask = 1) set exactly."""
+  mask = jnp.broadcast_to(jnp.asarray(mask, x.dtype), x.shape)
+  return mask * jnp.asarray(x_known, x.dtype) + (1.0 - mask) * x
+
+
+def _diffused_known(keys: Array, sde: sde_lib.SDE, x_known: Array, t: Array) -> Array:
+  """A fresh forward-diffused copy alpha_t x_known + sigma_t z of the known data; row i from keys[i]."""
+  mean, std = sde.marginal_prob(x_known, t)
+  return mean + bcast(std, x_known) * normal(keys, x_known)
+
+
+def _check_mask(shape, x_known, mask) -> None:
+  if tuple(jnp.shape(x_known)) != tuple(shape):
+    raise ValueError(f"x_known.shape={tuple(jnp.shape(x_known))} must equal the sampler's shape={tuple(shape)}.")
+  try:
+    np.broadcast_shapes(tuple(jnp.shape(mask)), tuple(shape))
+  except ValueError:
+    raise ValueError(f"mask.shape={tuple(jnp.shape(mask))} must broadcast to shape={tuple(shape)}.") from None
+
+
+def _inpaint(cfg: PCSettings, key, score_fn, x_known, mask):
+  """The PC loop with the known coordinates replaced after every step; (x, nfe)."""
+  sde, B = cfg.sde, cfg.shape[0]
+  x, keys = start(key, sde, cfg.shape, None)
+  known_keys = fold(keys, 2)
+
+  def replace(x, t, m):  # substep m draws the known part's noise from fold_in(fold_in(key_i, 2), m)
+    return impose_known(x, _diffused_known(fold(known_keys, m), sde, x_known, t), mask)
+
+  x = replace(x, jnp.full((B,), sde.T), 0)
+  x, _ = pc_solve(cfg, score_fn, fold(keys, 1), x, hook=replace)
+  return impose_known(x, x_known, mask), cfg.nfe
+
+
+def get_inpainting_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, predictor: str = "reverse_diffusion",
+                           corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
+                           probability_flow: bool = False, denoise: bool = True,
+                           eps: float = 1e-3) -> Callable:
+  """Inpainting / imputation by replacement (Song et al. 2021, App. I.2) on the PC sampler's grid.
+
+  The unknown coordinates (mask = 0) follow the PC sampler; after every corrector step at t_k
+  and every predictor step to t_{k+1} the known ones (mask = 1) are replaced by a fresh
+  forward-diffused copy alpha_t x_known + sigma_t z of the data at that time. At the end the
+  sample is denoised with Tweedie's formula at eps (`denoise`) and then the known coordinates are
+  set to x_known exactly. Replacement draws the noised known part independently of the unknown
+  part's path, which biases p(x_unknown | x_known) where the two are strongly dependent; pass a
+  `reconstruction_guidance` score to correct it. NFE as `get_pc_sampler`. Compiled once per
+  sampler (the score function a pytree, as `Sampler`).
+
+  Args:
+    sde, shape: the forward SDE and the batch shape [B, ...].
+    predictor, corrector, snr, n_steps, probability_flow, denoise, eps: as `get_pc_sampler`.
+
+  Returns:
+    sampler(key, score_fn, x_known, mask) -> (x, nfe); x_known [B, ...] (values at
+    mask = 0 are ignored), mask broadcastable to [B, ...], 1 = known.
+
+  Raises:
+    ValueError: as `get_pc_sampler`; at call time, x_known or mask of the wrong shape.
+  """
+  cfg = pc_settings(sde, shape, predictor=predictor, corrector=corrector, snr=snr, n_steps=n_steps,
+                    probability_flow=probability_flow, denoise=denoise, eps=eps)
+  compiled = jax.jit(lambda key, score_fn, x_known, mask: _inpaint(cfg, key, score_fn, x_known, mask))
+
+  def sampler(key, score_fn, x_known, mask):
+    _check_mask(cfg.shape, x_known, mask)
+    return compiled(key, as_pytree_fn(score_fn), x_known, mask)
+
+  return sampler
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReconstructionGuided:
+  """The guided score of `reconstruction_guidance`; a value-compared callable keeps the pytree
+  structure of the guided score the same for the same SDE (no retracing)."""
+  sde: sde_lib.SDE
+
+  def __call__(self, score_fn, x_known, mask, scale, data_var, x, t):
+    alpha, sigma = self.sde.marginal_coeffs(t)
+    mask = jnp.broadcast_to(jnp.asarray(mask, x.dtype), x.shape)
+
+    def denoised(x_):
+      s = score_fn(x_, t)
+      return (x_ + bcast(sigma**2, x_) * s) / bcast(alpha, x_), s
+
+    x0_hat, vjp_fn, s = jax.vjp(denoised, x, has_aux=True)
+    r2 = data_var * sigma**2 / (alpha**2 * data_var + sigma**2)  # Var[x0 | x_t] for N(0, data_var I) data
+    # grad_x log N(x_known; x0_hat(x), r_t^2) on the known coordinates = J^T mask (x_known - x0_hat) / r_t^2.
+    (grad,) = vjp_fn(mask * (x_known - x0_hat) / bcast(r2, x))
+    return s + scale * grad
+
+
+def reconstruction_guidance(sde: sde_lib.SDE, score_fn: ScoreFn, x_known: Array, mask: Array, *,
+                            scale: float = 1.0, data_var: float = 1.0) -> ScoreFn:
+  """Gradient-based conditioning on known coordinates (Ho et al. 2022, "Video diffusion models",
+  Eq. 7; Chung et al. 2023, DPS; variance as Song et al. 2023, PiGDM):
+
+      s(x_t | x_known) ~ s(x_t) + scale grad_{x_t} log N(x_known; M x0_hat(x_t), r_t^2 I),
+      x0_hat = (x_t + sigma_t^2 s(x_t)) / alpha_t,  r_t^2 = v sigma_t^2 / (alpha_t^2 v + sigma_t^2),
+
+  M the mask and r_t^2 the posterior variance of x0 given x_t for N(0, v I) data (v = data_var).
+  The gradient goes through the network (a vector-Jacobian product). It is an ordinary
+  score_fn: use it with any sampler (then `impose_known` on the result), or with
+  `get_inpainting_sampler` to combine both (reconstruction-guided replacement).
+
+  Args:
+    sde: the forward SDE.
+    score_fn: the unconditional score.
+    x_known: data [B, ...] (values at mask = 0 ignored).
+    mask: 1 = known, broadcastable to x_known.shape.
+    scale: guidance weight w_r (1: the Gaussian approximation of p(x_known | x_t) as it is).
+    data_var: v, the per-coordinate data variance assumed in r_t^2.
+
+  Returns:
+    score_fn(x, t), a pytree-callable for any sampler.
+
+  Raises:
+    ValueError: data_var <= 0.
+  """
+  if not data_var > 0:
+    raise ValueError(f"data_var={data_var!r} must be > 0.")
+  return jax.tree_util.Partial(_ReconstructionGuided(sde), as_pytree_fn(score_fn), jnp.asarray(x_known),
+                               jnp.asarray(mask), jnp.asarray(scale, jnp.float32),
+                               jnp.asarray(data_var, jnp.float32))
+
+
+def colorization_basis(n_channels: int) -> np.ndarray:
+  """An orthogonal [C, C] matrix M whose first row is (1, ..., 1) / sqrt(C).
+
+  u = M x (per pixel, over channels) has u_0 = sqrt(C) grey with grey the channel mean, and
+  u_1.. spanning the colour directions orthogonal to grey (Song et al. 2021, App. I.2).
+
+  Raises:
+    ValueError: n_channels < 2.
+  """
+  if not (isinstance(n_channels, (int, np.integer)) and n_channels >= 2):
+    raise ValueError(f"n_channels={n_channels!r} must be an integer >= 2 for colorization.")
+  a = np.eye(n_channels)
+  a[:, 0] = 1.0
+  q, _ = np.linalg.qr(a)
+  q = q * np.sign(q[0, 0])  # first column +1/sqrt(C)
+  return q.T
+
+
+def _rotated_score(score_fn, M, u, t):
+  return score_fn(u @ M, t) @ M.T  # orthogonal change of variables: s_u(u) = M s_x(M^T u)
+
+
+def get_colorization_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, guidance_scale: float = 0.0,
+                             data_var: float = 1.0, **pc_kwargs) -> Callable:
+  """Colorization: samples x [B, ..., C] (channels last) given its grey image mean_c x.
+
+  The forward noise is isotropic, so in the orthogonal basis u = M x of `colorization_basis`
+  the SDE is unchanged and the score is M s(M^T u). There the grey image is the known
+  coordinate u_0 = sqrt(C) grey, and colorization is `get_inpainting_sampler` on u with a
+  mask on channel 0; the result is rotated back, so mean_c x = grey exactly. With
+  guidance_scale > 0 the rotated score is also `reconstruction_guidance`d towards the grey
+  image (scale, data_var as there), which removes most of the replacement bias. Compiled once
+  per sampler.
+
+  Args:
+    sde, shape: as `get_inpainting_sampler`; shape[-1] = C >= 2.
+    guidance_scale: reconstruction-guidance weight (0: replacement only).
+    data_var: the data variance assumed by the guidance.
+    **pc_kwargs: PC settings of `get_inpainting_sampler`.
+
+  Returns:
+    sampler(key, score_fn, grey) -> (x [B, ..., C], nfe); grey [B, ...] (= shape[:-1]).
+
+  Raises:
+    ValueError: bad settings or C < 2; at call time, grey of the wrong shape.
+  """
+  M = jnp.asarray(colorization_basis(shape[-1]), jnp.float32)
+  cfg = pc_settings(sde, shape, **pc_kwargs)
+  shape = cfg.shape
+  if guidance_scale > 0:
+    utils.check_real("data_var", data_var, low=0.0, low_open=True)
+  mask = jnp.zeros(shape[-1]).at[0].set(1.0)
+
+  @jax.jit
+  def run(key, score_fn, grey):
+    u_known = jnp.zeros(shape).at[..., 0].set(jnp.sqrt(float(shape[-1])) * grey)
+    u_score = jax.tree_util.Partial(_rotated_score, score_fn, M)
+    if guidance_scale > 0:
+      u_score = reconstruction_guidance(sde, u_score, u_known, mask, scale=guidance_scale, data_var=data_var)
+    u, nfe = _inpaint(cfg, key, u_score, u_known, mask)
+    return u @ M, nfe
+
+  def sampler(key, score_fn, grey):
+    if tuple(jnp.shape(grey)) != tuple(shape[:-1]):
+      raise ValueError(f"grey.shape={tuple(jnp.shape(grey))} must equal shape[:-1]={tuple(shape[:-1])}.")
+    return run(key, as_pytree_fn(score_fn), grey)
+
+  return sampler

@@ -1,0 +1,129 @@
+"""Time grids for the few-step samplers (DDIM, EDM Heun, DPM-Solver++), in the variables of the
+perturbation kernel p_t(x | x0) = N(alpha_t x0, sigma_t^2 I) of any linear SDE: the log-SNR
+lambda_t = log(alpha_t / sigma_t) and Karras et al.'s sigma_edm = sigma_t / alpha_t = exp(-lambda_t).
+
+Each grid point is a time t, and the samplers recompute every coefficient from t, so an inexact
+inverse t(lambda) moves a grid point slightly but never makes a step inconsistent. The samplers
+end at eps or at the noise level sigma_edm = sigma_end (`end_time`); with `denoise` they spend
+their last NFE on the step from there to sigma = 0, x = x0_hat (Tweedie), as EDM's last step
+(Karras et al. 2022, Alg. 1, sigma_N = 0).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import sde_lib
+import utils
+from sampling.base import check_common
+
+Array = jax.Array
+
+SCHEDULES = ("uniform_t", "log_snr", "edm", "quadratic")
+
+
+def t_of_log_snr(sde: sde_lib.SDE, lam: Array, *, t_max: float | None = None,
+                 n_iters: int = 64) -> Array:
+  """The inverse t(lambda) of the decreasing log-SNR lambda(t) = log(alpha_t / sigma_t).
+
+  Vectorised bisection on [0, t_max] (any SDE, no closed form needed); float32 bisection
+  stops moving once the bracket is one ulp wide. t_max defaults to 2 T, which leaves room
+  for EDM's churn (sigma_hat <= sqrt(2) sigma_edm(T)); lambdas outside the bracket clip to it.
+  """
+  t_max = 2.0 * sde.T if t_max is None else t_max
+  lam = jnp.asarray(lam, jnp.float32)
+
+  def bisect(_, bracket):
+    lo, hi = bracket
+    mid = 0.5 * (lo + hi)
+    later = sde.log_snr(mid.reshape(-1)).reshape(mid.shape) > lam  # lambda decreases: t > mid
+    return jnp.where(later, mid, lo), jnp.where(later, hi, mid)
+
+  lo, hi = jax.lax.fori_loop(0, n_iters, bisect, (jnp.zeros_like(lam), jnp.full_like(lam, t_max)))
+  return 0.5 * (lo + hi)
+
+
+def sigma_edm(sde: sde_lib.SDE, t: Array) -> Array:
+  """Karras et al.'s noise level sigma_t / alpha_t = exp(-lambda_t) (EDM Eq. 4 with s = alpha)."""
+  alpha, sigma = sde.marginal_coeffs(t)
+  return sigma / alpha
+
+
+def _check_schedule(sde: sde_lib.SDE, n_steps: int, schedule: str, eps: float) -> None:
+  utils.check_choice("sampling.schedule", schedule, SCHEDULES)
+  utils.check_int("sampling.n_steps", n_steps, 1)
+  utils.check_real("sampling.eps", eps, low=0.0, high=sde.T, low_open=True, high_open=True)
+
+
+def end_time(sde: sde_lib.SDE, *, eps: float = 1e-3, sigma_end: float | None = None) -> float:
+  """The fast samplers' end time: eps, or with sigma_end the t where sigma_edm(t) = sigma_end.
+
+  sigma_end is a noise level in data units, the same for every SDE (for VE sigma_edm = sigma_t):
+  t = t(lambda = -log sigma_end) by `t_of_log_snr`, evaluated now (also inside a jit trace).
+
+  Raises:
+    ValueError: sigma_end outside (0, sigma_edm(T)).
+  """
+  if sigma_end is None:
+    return eps
+  with jax.ensure_compile_time_eval():
+    sigma_T = float(sigma_edm(sde, jnp.array([sde.T], jnp.float32))[0])
+    utils.check_real("sampling.sigma_end", sigma_end, low=0.0, high=sigma_T, low_open=True, high_open=True)
+    return float(t_of_log_snr(sde, jnp.array([-np.log(sigma_end)], jnp.float32))[0])
+
+
+def fast_settings(sde: sde_lib.SDE, shape, n_steps: int, schedule: str, eps: float, denoise: bool,
+                  sigma_end: float | None) -> tuple[tuple[int, ...], float, int]:
+  """(shape, end time, solver steps from T to the end time) of a few-step sampler.
+
+  With `denoise` the last of the n_steps is the step to sigma = 0, so n_steps - 1 solver steps.
+
+  Raises:
+    ValueError: bad shape, n_steps, schedule, eps, denoise with n_steps < 2, or sigma_end out of
+      range (`end_time`).
+  """
+  eps = end_time(sde, eps=eps, sigma_end=sigma_end)
+  shape = check_common(sde, shape, eps)
+  _check_schedule(sde, n_steps, schedule, eps)
+  utils.check_bool("sampling.denoise", denoise)
+  if denoise and n_steps < 2:
+    raise ValueError(f"sampling.n_steps={n_steps!r} must be >= 2 with sampling.denoise=True "
+                     "(at least one solver step before the step to sigma = 0).")
+  return shape, eps, n_steps - int(denoise)
+
+
+def get_time_schedule(sde: sde_lib.SDE, n_steps: int, *, schedule: str = "log_snr",
+                      eps: float = 1e-3, rho: float = 7.0) -> Array:
+  """Times ts [n_steps + 1], decreasing from ts[0] = T to ts[-1] = eps (both exact).
+
+  With u_i = i / n_steps:
+    "uniform_t": t_i = T + u_i (eps - T);
+    "log_snr":   lambda_i = lambda_T + u_i (lambda_eps - lambda_T) (DPM-Solver's uniform-lambda grid);
+    "edm":       sigma_i = (sigma_max^(1/rho) + u_i (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho in
+                 sigma_edm = sigma_t / alpha_t, between sigma_edm(T) and sigma_edm(eps)
+                 (Karras et al. 2022, Eq. 5);
+    "quadratic": t_i = eps + (T - eps) (1 - u_i)^2, denser near eps.
+  lambda and sigma_edm grids are mapped back to t with `t_of_log_snr`.
+
+  Raises:
+    ValueError: unknown schedule, n_steps < 1, eps outside (0, T) or rho <= 0.
+  """
+  _check_schedule(sde, n_steps, schedule, eps)
+  utils.check_real("sampling.rho", rho, low=0.0, low_open=True)
+  T = sde.T
+  u = jnp.linspace(0.0, 1.0, n_steps + 1)
+  if schedule == "uniform_t":
+    ts = T + u * (eps - T)
+  elif schedule == "quadratic":
+    ts = eps + (T - eps) * (1.0 - u) ** 2
+  else:
+    lam_T, lam_eps = sde.log_snr(jnp.array([T, eps], jnp.float32))
+    if schedule == "log_snr":
+      lam = lam_T + u * (lam_eps - lam_T)
+    else:  # sigma^(1/rho) = exp(-lambda / rho)
+      root_max, root_min = jnp.exp(-lam_T / rho), jnp.exp(-lam_eps / rho)
+      lam = -rho * jnp.log(root_max + u * (root_min - root_max))
+    ts = t_of_log_snr(sde, lam)
+  return ts.at[0].set(T).at[-1].set(eps)
