@@ -51,6 +51,12 @@ def check(names, fields: dict) -> None:
     if field not in taken:
       raise ValueError(f"eval.{field} is not a field of the evaluators {list(names)}; their fields: "
                        f"{sorted(taken)}.")
+  for name in names:
+    required = [p.name for p in list(inspect.signature(EVALUATORS.get(name)).parameters.values())[1:]
+                if p.default is p.empty]
+    for field in required:
+      if field not in fields:
+        raise ValueError(f"eval.evaluators contains {name!r}, which needs the field eval.{field}.")
   for field, low in MIN_VALUES.items():
     if field in fields:
       check_int(f"eval.{field}", fields[field], low)

@@ -17,10 +17,13 @@ from utils import bcast, fold, normal
 Array = jax.Array
 
 
-# --- predictors: (keys, rsde, x, t, t_next) -> (x, x_mean); one NFE each --------
+# --- predictors: (keys [B], rsde, x [B, ...], t [B], t_next [B]) -> (x, x_mean); one NFE each ---
 
 def euler_maruyama(keys, rsde, x, t, t_next):
-  """Euler-Maruyama step of the reverse SDE from t to t_next < t."""
+  """Euler-Maruyama step of the reverse SDE (Song et al. 2021, Eq. 6) from t to t_next < t:
+
+      x_mean = x + [f(x, t) - g(t)^2 s(x, t)] dt,  x = x_mean + g(t) sqrt(-dt) z,  dt = t_next - t.
+  """
   dt = t_next - t
   drift, g = rsde.sde(x, t)
   x_mean = x + drift * bcast(dt, x)
@@ -28,7 +31,10 @@ def euler_maruyama(keys, rsde, x, t, t_next):
 
 
 def reverse_diffusion(keys, rsde, x, t, t_next):
-  """Reverse of the forward discretisation (Song et al. App. E, Eq. 46)."""
+  """Reverse diffusion (Song et al. 2021, App. E, Eq. 46): with the forward step x_{i+1} = x_i + f_i + G_i z,
+
+      x_mean = x - f_i + G_i^2 s(x, t),  x = x_mean + G_i z   (t_next unused).
+  """
   del t_next
   f, G = rsde.discretize(x, t)
   x_mean = x - f
@@ -66,17 +72,18 @@ PREDICTORS = {"euler_maruyama": euler_maruyama, "reverse_diffusion": reverse_dif
               "ancestral_sampling": ancestral_sampling, "none": no_predictor}
 
 
-# --- correctors: (keys, sde, score_fn, x, t, snr) -> (x, x_mean); one NFE each ---
+# --- correctors: (keys [B], sde, score_fn, x [B, ...], t [B], snr) -> (x, x_mean); one NFE each ---
 
 def langevin(keys, sde, score_fn, x, t, snr):
-  """One Langevin MCMC step (Song et al. Alg. 4-5) with a per-sample step size
+  """One Langevin MCMC step (Song et al. 2021, Alg. 4-5) with a per-sample step size:
 
+      x_mean = x + eps_i s_i,  x = x_mean + sqrt(2 eps_i) z,
       eps_i = 2 alpha_i (snr sqrt(d) / max(||s_i||, s_floor))^2,  s_floor = sqrt(d / (a(t)^2 + sigma(t)^2)),
 
   the score norm taken per example, so samples stay independent, E||z||^2 = d in place of
   Alg. 4's ||z||^2, and s_floor (the score norm of unit-variance data diffused to t) bounding
   the step near a mode. In low dimension a step that depends on x biases unadjusted Langevin
-  (stationary law ~ p(x) / eps(x)); there use `ald` or a small snr (see docs/).
+  (stationary law ~ p(x) / eps(x)); there use `ald` or a small snr.
   """
   grad = score_fn(x, t)
   z = normal(keys, x)
@@ -90,7 +97,10 @@ def langevin(keys, sde, score_fn, x, t, snr):
 
 
 def annealed_langevin(keys, sde, score_fn, x, t, snr):
-  """Annealed Langevin dynamics (Song & Ermon 2019): eps = 2 alpha (snr sigma(t))^2."""
+  """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) with eps = 2 alpha (snr sigma(t))^2:
+
+      x_mean = x + eps s(x, t),  x = x_mean + sqrt(2 eps) z.
+  """
   grad = score_fn(x, t)
   _, sigma = sde.marginal_coeffs(t)
   step = 2.0 * sde.langevin_alpha(t) * (snr * sigma) ** 2

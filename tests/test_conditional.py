@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import datasets
-import evaluation
+import metrics
 import losses
 import models
 import run_lib
@@ -98,8 +98,8 @@ def test_guided_oracle_sampling_reaches_the_floor_per_class():
     for label in range(k):
       comp = COND.component(label)
       refs = [comp.sample(jax.random.key(100 * label + i), n) for i in range(2)]
-      floor = evaluation.energy_distance_expected_floor(comp.sample(jax.random.key(7), 4000), n, n)
-      ratios = [np.mean([evaluation.energy_distance(x[label], r) for r in refs]) / floor for x in xs]
+      floor = metrics.energy_distance_expected_floor(comp.sample(jax.random.key(7), 4000), n, n)
+      ratios = [np.mean([metrics.energy_distance(x[label], r) for r in refs]) / floor for x in xs]
       assert np.mean(ratios) <= 1.5, (name, label, ratios)
 
 
@@ -167,9 +167,9 @@ def test_gradient_imputation_matches_the_exact_conditional():
   for a in (0.0, 2.0):
     cond = MIX.condition([0], [a])
     refs = [cond.sample(jax.random.key(20 + i), n) for i in range(3)]
-    floor = np.mean([evaluation.energy_distance(refs[i], refs[i + 1]) for i in range(2)])
+    floor = np.mean([metrics.energy_distance(refs[i], refs[i + 1]) for i in range(2)])
     xk = jnp.zeros((n, 2)).at[:, 0].set(a)
-    ed = lambda x: np.mean([evaluation.energy_distance(x, r) for r in refs[1:]])
+    ed = lambda x: np.mean([metrics.energy_distance(x, r) for r in refs[1:]])
     ed_guided, ed_marginal = ed(guided(jax.random.key(1), xk)[:, 1:]), ed(marginal)
     assert ed_guided < 0.2 * ed_marginal and ed_guided < 4 * floor, (a, ed_guided, ed_marginal, floor)
 
@@ -197,7 +197,7 @@ def test_colorization_keeps_the_grey_image_and_approaches_the_exact_colour_condi
   x, _ = jax.jit(lambda k: sampler(k, score, jnp.broadcast_to(jnp.asarray(grey, jnp.float32), (n, 1, 2))))(
       jax.random.key(0))
   np.testing.assert_allclose(np.asarray(x).mean(-1), np.broadcast_to(grey, (n, 1, 2)), atol=1e-5)
-  ed, ed_uncond = evaluation.energy_distance(colour(x), exact), evaluation.energy_distance(uncond, exact)
+  ed, ed_uncond = metrics.energy_distance(colour(x), exact), metrics.energy_distance(uncond, exact)
   assert ed < 0.3 * ed_uncond, (ed, ed_uncond)
   M = sampling.colorization_basis(4)
   np.testing.assert_allclose(M @ M.T, np.eye(4), atol=1e-12)
@@ -270,8 +270,8 @@ def test_classifier_loss_is_minimised_by_the_exact_posterior():
 
 @pytest.mark.parametrize("field,value,match", [
     ("model.num_classes", 2, "model.num_classes=2 must equal"),
-    ("sampling.guidance_w", -1.0, "sampling.guidance_w"),
-    ("sampling.classifier_scale", -0.5, "sampling.classifier_scale"),
+    ("guidance.w", -1.0, "guidance.w"),
+    ("guidance.classifier_scale", -0.5, "guidance.classifier_scale"),
     ("loss.label_dropout", 1.5, "loss.label_dropout"),
     ("classifier.n_iters", 0, "classifier.n_iters"),
     ("classifier.conditioning", "xx", "classifier.conditioning"),
@@ -292,18 +292,21 @@ def test_bad_conditional_fields_raise_before_compiling(tmp_path, field, value, m
 def test_train_classifier_needs_a_classifier_group(tmp_path):
   config = cond_gmm.get_config()
   del config.classifier
-  config.sampling.classifier_scale = 0.0
+  config.guidance.classifier_scale = 0.0
   with pytest.raises(ValueError, match="classifier"):
     run_lib.run(config, str(tmp_path / "w"), "train_classifier")
 
 
 def test_per_class_plots_write_one_grid_row_per_class_for_images(tmp_path):
-  """Image-shaped samples [H, W, C] give plots/class_grid_<guidance>.png with a row of 8 per class."""
+  """Class samples [K, n, H, W, C] give plots/class_grid.png with a row of (up to 10) per class."""
   import types
   import matplotlib.image
+  from evaluators import plots
 
-  exp = types.SimpleNamespace(shape=(4, 4, 1), target=None)
-  arrays = {label: {"cfg": np.full((10, 4, 4, 1), label / 2.0)} for label in range(3)}
-  run_lib._plot_per_class(exp, str(tmp_path), arrays)
-  grid = matplotlib.image.imread(tmp_path / "plots" / "class_grid_cfg.png")
-  assert grid.shape[:2] == (3 * (4 + 2) + 2, 8 * (4 + 2) + 2)  # 3 rows x 8 columns, 2-pixel padding
+  target = types.SimpleNamespace(to_unit=lambda a: a, scale=lambda u: u, train_x=np.zeros((4, 4, 4, 1)))
+  ctx = types.SimpleNamespace(plots_dir=str(tmp_path / "plots"), target=target,
+                              arrays={"model": np.zeros((4, 4, 4, 1)),
+                                      "per_class": np.stack([np.full((10, 4, 4, 1), k / 2.0) for k in range(3)])})
+  plots.image_plots(ctx, n_grid=4)
+  grid = matplotlib.image.imread(tmp_path / "plots" / "class_grid.png")
+  assert grid.shape[:2] == (3 * (4 + 2) + 2, 10 * (4 + 2) + 2)  # 3 rows x 10 columns, 2-pixel padding

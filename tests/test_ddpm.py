@@ -1,4 +1,4 @@
-"""Discrete DDPM / SMLD (ddpm.py): schedules, posteriors, losses, ancestral sampling, the bound, bridges.
+"""Discrete DDPM / SMLD (sde_lib.discrete, losses, likelihood.vlb, models.score, sampling.ancestral): schedules, posteriors, losses, ancestral sampling, the bound, bridges.
 
 Every tolerance states its source: CLT standard errors (5 SE) for Monte Carlo, float32 round-off
 for closed forms, quadrature error measured against a higher order.
@@ -13,14 +13,14 @@ import pytest
 from scipy import stats
 
 import datasets
-import ddpm
-import evaluation
+import likelihood
+import metrics
 import losses
 import models
 import sampling
 import sde_lib
 
-SCHEDULES = {"linear": ddpm.linear_schedule, "cosine": ddpm.cosine_schedule}
+SCHEDULES = {"linear": sde_lib.linear_schedule, "cosine": sde_lib.cosine_schedule}
 
 
 def gaussian_target(mean=0.3, var=1.7):
@@ -31,9 +31,9 @@ def gaussian_target(mean=0.3, var=1.7):
 # --- schedules and the chain ------------------------------------------------------------------
 
 def test_linear_schedule_is_ho_et_al_and_scales_with_T():
-  s = ddpm.linear_schedule(1000)
+  s = sde_lib.linear_schedule(1000)
   np.testing.assert_allclose(s.beta[1:], np.linspace(1e-4, 0.02, 1000), rtol=1e-12)
-  s200 = ddpm.linear_schedule(200)  # Nichol & Dhariwal: 1000 / T times both ends
+  s200 = sde_lib.linear_schedule(200)  # Nichol & Dhariwal: 1000 / T times both ends
   np.testing.assert_allclose(s200.beta[[1, -1]], [5e-4, 0.1], rtol=1e-12)
   # Scaling keeps sum(beta) = 10.05 exactly, so alpha_bar_T ~ exp(-sum beta) stays tiny (3.0e-5 vs 4.0e-5).
   assert s.T == 1000 and s200.T == 200
@@ -43,7 +43,7 @@ def test_linear_schedule_is_ho_et_al_and_scales_with_T():
 
 def test_cosine_schedule_is_nichol_dhariwal_eq17():
   T, s_off = 1000, 0.008
-  s = ddpm.cosine_schedule(T)
+  s = sde_lib.cosine_schedule(T)
   f = np.cos((np.arange(T + 1) / T + s_off) / (1 + s_off) * np.pi / 2) ** 2
   assert s.beta.max() <= 0.999 and s.beta[-1] == 0.999  # clipped only at the last step
   # Below the clip, alpha_bar_t = f(t) / f(0) exactly (float64 cumulative products: 1e-12).
@@ -53,15 +53,15 @@ def test_cosine_schedule_is_nichol_dhariwal_eq17():
 @pytest.mark.parametrize("T", [200, 1000])
 def test_vpsde_discretises_to_the_linear_schedule(T):
   """VPSDE(beta_min = T beta_start, beta_max = T beta_end, N = T).discrete_betas() are the betas."""
-  s = ddpm.linear_schedule(T)
+  s = sde_lib.linear_schedule(T)
   sde = sde_lib.VPSDE(beta_min=T * s.beta[1], beta_max=T * s.beta[-1], N=T)
   # float32 (VPSDE) against float64: 2 ulp.
   np.testing.assert_allclose(np.asarray(sde.discrete_betas()), s.beta[1:], rtol=2.5e-7)
-  np.testing.assert_allclose(ddpm.schedule_of(sde).alpha_bar, s.alpha_bar, rtol=1e-5)
+  np.testing.assert_allclose(sde_lib.schedule_of(sde).alpha_bar, s.alpha_bar, rtol=1e-5)
 
 
 def test_geometric_ladder_is_the_vesde_ladder():
-  sigmas = ddpm.geometric_sigmas(0.01, 50.0, 10)
+  sigmas = sde_lib.geometric_sigmas(0.01, 50.0, 10)
   np.testing.assert_allclose(sigmas, np.asarray(sde_lib.VESDE(sigma_min=0.01, sigma_max=50.0, N=10).discrete_sigmas()),
                              rtol=2e-6)  # float32 VESDE
   np.testing.assert_allclose(sigmas[1:] / sigmas[:-1], (5000.0) ** (1 / 9), rtol=1e-12)
@@ -147,13 +147,13 @@ def test_posterior_is_bayes_rule(name, t):
 def test_normal_kl_matches_monte_carlo():
   m1, v1 = np.array([0.3, -1.0, 2.0]), np.array([0.5, 2.0, 0.1])
   m2, v2 = np.array([0.0, -0.5, 2.5]), np.array([1.0, 1.5, 0.3])
-  kl = float(jnp.sum(ddpm.normal_kl(m1, v1, m2, v2)))
+  kl = float(jnp.sum(likelihood.normal_kl(m1, v1, m2, v2)))
   x = m1 + np.sqrt(v1) * np.random.default_rng(0).standard_normal((400_000, 3))
   log_ratio = np.sum(stats.norm.logpdf(x, m1, np.sqrt(v1)) - stats.norm.logpdf(x, m2, np.sqrt(v2)), axis=1)
   se = log_ratio.std() / np.sqrt(len(log_ratio))  # CLT
   assert abs(kl - log_ratio.mean()) < 5 * se, (kl, log_ratio.mean(), se)
   # And the Gaussian NLL is -log N (float32 round-off).
-  np.testing.assert_allclose(np.asarray(ddpm.gaussian_nll(x[:5], m1, v1)), -stats.norm.logpdf(x[:5], m1, np.sqrt(v1)),
+  np.testing.assert_allclose(np.asarray(likelihood.gaussian_nll(x[:5], m1, v1)), -stats.norm.logpdf(x[:5], m1, np.sqrt(v1)),
                              rtol=1e-5, atol=1e-5)
 
 
@@ -171,7 +171,7 @@ def test_discretized_gaussian_decoder():
   means = np.array([-1.3, -0.2, 0.0, 0.99, 1.2])[:, None, None]
   stds = np.array([0.002, 0.05, 0.7, 10.0])[None, :, None]
   levels = np.linspace(-1.0, 1.0, 256)[None, None, :]
-  logp = np.asarray(jax.jit(ddpm.discretized_gaussian_log_likelihood)(levels, means, stds), np.float64)  # [5, 4, 256]
+  logp = np.asarray(jax.jit(likelihood.discretized_gaussian_log_likelihood)(levels, means, stds), np.float64)  # [5, 4, 256]
   assert np.all(logp <= 1e-6)
   # The 256 bins (edges to +-inf) partition the line: probabilities sum to 1 (float32: 256 ulp).
   np.testing.assert_allclose(np.exp(logp).sum(-1), 1.0, atol=1e-5)
@@ -197,10 +197,10 @@ def _gaussian_eps(s, var):
 def test_ddpm_loss_with_exact_eps_matches_closed_form():
   """With the exact eps of N(0, v I) data the residual per dim is N(0, r_t), r_t = a^2 v / (a^2 v + sigma^2);
   the loss is the mean over t of E rho(N(0, r_t)) (l2: r, l1: sqrt(2 r / pi), huber: in closed form)."""
-  s, var, n = ddpm.linear_schedule(1000), 2.25, 400_000
+  s, var, n = sde_lib.linear_schedule(1000), 2.25, 400_000
   batch = math.sqrt(var) * jax.random.normal(jax.random.key(0), (n, 2))
   types = ("l2", "l1", "huber")
-  fns = [ddpm.get_ddpm_loss_fn(s, _gaussian_eps(s, var), loss_type=lt, reduce_mean=rm)
+  fns = [losses.get_ddpm_loss_fn(s, _gaussian_eps(s, var), loss_type=lt, reduce_mean=rm)
          for lt in types for rm in (True, False)]
   values = jax.jit(lambda k, b: [f(k, None, b) for f in fns])(jax.random.key(1), batch)
   ab = s.alpha_bar[1:]
@@ -219,10 +219,10 @@ def test_ddpm_loss_with_exact_eps_matches_closed_form():
 def test_smld_loss_with_exact_score_matches_closed_form():
   """For data N(0, v I_d) and the exact score -x~ / (v + sigma^2): 1/2 E||sigma s + z||^2 = d v / (2 (v + sigma^2))."""
   var, d, n = 2.25, 2, 400_000
-  sigmas = ddpm.geometric_sigmas(0.01, 10.0, 10)
+  sigmas = sde_lib.geometric_sigmas(0.01, 10.0, 10)
   batch = math.sqrt(var) * jax.random.normal(jax.random.key(0), (n, d))
   score = lambda params, x, sigma: -x / (var + sigma[:, None] ** 2)
-  loss = float(jax.jit(ddpm.get_smld_loss_fn(sigmas, score))(jax.random.key(1), None, batch))
+  loss = float(jax.jit(losses.get_smld_loss_fn(sigmas, score))(jax.random.key(1), None, batch))
   expected = np.mean(d * var / (2 * (var + sigmas**2)))
   # Per-example: 1/2 sum of 2 squares of N(0, <= 1) (variance <= 1) plus the spread over levels (<= 1/4): 5 SE.
   assert abs(loss - expected) < 5 * math.sqrt(1.25 / n), (loss, expected)
@@ -251,11 +251,11 @@ def test_short_training_reduces_the_loss():
   """200 steps of the MLP with L_simple through losses.get_train_step_fn close >= 80% of the gap between
   the loss at init (the zero output layer gives eps_theta = 0, loss E z^2 = 1 per dim) and the minimum,
   the loss of the exact eps on the same draws (paired, so the comparison has little Monte Carlo noise)."""
-  target, s = datasets.GaussianMixture(), ddpm.linear_schedule(1000)
+  target, s = datasets.GaussianMixture(), sde_lib.linear_schedule(1000)
   model = models.get_model("mlp", hidden=64, depth=1, embed_dim=16, fourier_scale=1.0)
-  exact = ddpm.exact_eps_fn(target, s)
-  before, after, best = _train(ddpm.get_ddpm_loss_fn(s, ddpm.get_eps_fn(model, s)),
-                               ddpm.get_ddpm_loss_fn(s, lambda p, x, t: exact(x, t)),
+  exact = models.exact_eps_fn(target, s)
+  before, after, best = _train(losses.get_ddpm_loss_fn(s, models.get_eps_fn(model, s)),
+                               losses.get_ddpm_loss_fn(s, lambda p, x, t: exact(x, t)),
                                models.init_params(jax.random.key(0), model, (1, 2)), 200, lr=1e-2)
   assert before > 0.9 and after - best < 0.2 * (before - best), (before, after, best)  # measured 0.99, 0.33, 0.33
 
@@ -264,10 +264,10 @@ def test_short_training_reduces_the_loss():
 def test_short_smld_training_reduces_the_loss():
   """The same for SMLD (get_smld_score_fn + get_smld_loss_fn, 10 geometric levels): at init s_theta = 0
   and the loss is E||z||^2 / 2 = d / 2 = 1; the exact score of the mixture perturbed by sigma gives the minimum."""
-  target, sigmas = datasets.GaussianMixture(), ddpm.geometric_sigmas(0.01, 5.0, 10)
+  target, sigmas = datasets.GaussianMixture(), sde_lib.geometric_sigmas(0.01, 5.0, 10)
   model = models.get_model("mlp", hidden=64, depth=1, embed_dim=16, fourier_scale=0.3)
-  before, after, best = _train(ddpm.get_smld_loss_fn(sigmas, ddpm.get_smld_score_fn(model)),
-                               ddpm.get_smld_loss_fn(sigmas, lambda p, x, sigma: target.score_t(x, 1.0, sigma)),
+  before, after, best = _train(losses.get_smld_loss_fn(sigmas, models.get_smld_score_fn(model)),
+                               losses.get_smld_loss_fn(sigmas, lambda p, x, sigma: target.score_t(x, 1.0, sigma)),
                                models.init_params(jax.random.key(0), model, (1, 2)), 300, lr=1e-2)
   assert before > 0.9 and after - best < 0.2 * (before - best), (before, after, best)  # measured 0.99, 0.75, 0.75
 
@@ -275,10 +275,10 @@ def test_short_smld_training_reduces_the_loss():
 # --- ancestral sampling and bridges ------------------------------------------------------------
 
 def test_ancestral_sampler_per_sample_keys_nfe_and_trajectory():
-  s = ddpm.linear_schedule(50)
+  s = sde_lib.linear_schedule(50)
   eps = lambda x, t: 0.1 * x * (t[:, None] / 50.0)  # any per-row eps_fn will do
-  x8, nfe, traj = jax.jit(lambda k: ddpm.get_ancestral_sampler(s, (8, 2), n_trajectory=5)(k, eps))(jax.random.key(0))
-  x3, nfe3 = jax.jit(lambda k: ddpm.get_ancestral_sampler(s, (3, 2))(k, eps))(jax.random.key(0))
+  x8, nfe, traj = jax.jit(lambda k: sampling.get_ancestral_sampler(s, (8, 2)).trajectory(k, eps, 5))(jax.random.key(0))
+  x3, nfe3 = jax.jit(lambda k: sampling.get_ancestral_sampler(s, (3, 2))(k, eps))(jax.random.key(0))
   assert nfe == nfe3 == 50 and x8.shape == (8, 2) and traj.shape == (5, 8, 2)
   np.testing.assert_array_equal(np.asarray(traj[-1]), np.asarray(x8))
   # Sample i depends only on fold_in(key, i): the same rows for any batch size (float32 round-off).
@@ -287,8 +287,8 @@ def test_ancestral_sampler_per_sample_keys_nfe_and_trajectory():
 
 def test_score_bridge():
   """A discretely trained eps-network as a continuous score: score(x, t) = -eps(x, c = t) / sigma(t)."""
-  s = ddpm.linear_schedule(100)
-  sde = ddpm.DiscreteVPSDE(schedule="linear", N=100)
+  s = sde_lib.linear_schedule(100)
+  sde = sde_lib.DiscreteVPSDE(schedule="linear", N=100)
   model = models.get_model("mlp", hidden=16, depth=1, embed_dim=8, fourier_scale=1.0)
   params = jax.jit(lambda k: jax.tree.map(  # perturbed, so that the zero-initialised output is not zero
       lambda p: p + 0.3 * jax.random.normal(k, p.shape), models.init_params(k, model, (1, 2))))(jax.random.key(0))
@@ -297,8 +297,8 @@ def test_score_bridge():
   t = jnp.array([0.004, 0.0137, 0.25, 0.5, 0.77, 1.0])
   generic = models.get_score_fn(sde, model, parameterization="eps", conditioning="t", input_scaling=False)
   eps, score, bridged, reference = jax.jit(lambda p: (
-      ddpm.get_eps_fn(model, s)(p, x, i), ddpm.get_model_score_fn(model, s)(p, x, i / 100.0),
-      ddpm.get_model_score_fn(model, s)(p, x, t), generic(p, x, t)))(params)
+      models.get_eps_fn(model, s)(p, x, i), models.get_model_score_fn(model, s)(p, x, i / 100.0),
+      models.get_model_score_fn(model, s)(p, x, t), generic(p, x, t)))(params)
   # score = -eps / sqrt(1 - alpha_bar_i) at t_i = i / T (float32 round-off).
   sigma_i = np.sqrt(s.one_minus_alpha_bar[np.asarray(i)])[:, None]
   np.testing.assert_allclose(np.asarray(score), -np.asarray(eps) / sigma_i, rtol=1e-5, atol=1e-6)
@@ -310,12 +310,12 @@ def test_score_bridge():
 def test_ddpm_ancestral_method_of_get_sampler_is_algorithm_2():
   """sampling.get_sampler(method="ddpm_ancestral") with the oracle score of DiscreteVPSDE is Algorithm 2
   with the exact eps (eps = -sigma(t_i) score(x, t_i) recovers it; float32 round-off)."""
-  s, sde = ddpm.linear_schedule(100), ddpm.DiscreteVPSDE(schedule="linear", N=100)
+  s, sde = sde_lib.linear_schedule(100), sde_lib.DiscreteVPSDE(schedule="linear", N=100)
   target = datasets.GaussianMixture()
   bridge = sampling.get_sampler(sde, (64, 2), method="ddpm_ancestral")
-  native = ddpm.get_ancestral_sampler(s, (64, 2))
+  native = sampling.get_ancestral_sampler(s, (64, 2))
   (x_bridge, nfe), (x_native, _) = jax.jit(lambda k: (bridge(k, target.score_fn(sde)),
-                                                     native(k, ddpm.exact_eps_fn(target, s))))(jax.random.key(3))
+                                                     native(k, models.exact_eps_fn(target, s))))(jax.random.key(3))
   assert nfe == 100
   np.testing.assert_allclose(np.asarray(x_bridge), np.asarray(x_native), atol=1e-4)
 
@@ -351,11 +351,11 @@ def test_vlb_with_exact_eps_of_a_gaussian_matches_closed_form(name, T):
   target, s = gaussian_target(m, v), SCHEDULES[name](T)
   x0 = jnp.array([[-3.0], [-0.5], [0.3], [1.0], [4.0]])
   nll = -np.asarray(target.log_prob(x0), np.float64)
-  eps = ddpm.exact_eps_fn(target, s)
+  eps = models.exact_eps_fn(target, s)
   # The integrand is quadratic in the noise, so 3-point Gauss-Hermite is exact.
-  vlb_fns = [ddpm.get_vlb_fn(s, variance=v, quadrature_order=3) for v in ddpm.VARIANCES]
+  vlb_fns = [likelihood.get_vlb_fn(s, variance=v, quadrature_order=3) for v in sde_lib.VARIANCES]
   outs = jax.jit(lambda x: [f(None, eps, x) for f in vlb_fns])(x0)
-  for variance, out in zip(ddpm.VARIANCES, outs):
+  for variance, out in zip(sde_lib.VARIANCES, outs):
     ref = _gaussian_vlb_closed_form(s.beta[1:], np.asarray(x0[:, 0], np.float64), m, v, variance)
     # float32: T terms of size <= ~1 with relative round-off ~1e-6 each, plus the t = 1 terms of
     # size ~1 / sigma_1^2 * 1e-4: 2e-3 nats absolute.
@@ -371,12 +371,12 @@ def test_vlb_with_exact_eps_of_a_gaussian_matches_closed_form(name, T):
 @pytest.mark.slow
 def test_vlb_monte_carlo_is_unbiased_and_per_sample():
   """Monte Carlo over x_t averages to the quadrature value; point i depends only on x0[i] and fold_in(key, i)."""
-  target, s = datasets.GaussianMixture(), ddpm.linear_schedule(20)
-  eps = ddpm.exact_eps_fn(target, s)
+  target, s = datasets.GaussianMixture(), sde_lib.linear_schedule(20)
+  eps = models.exact_eps_fn(target, s)
   x0 = target.sample(jax.random.key(0), 500)
-  mc = jax.jit(lambda k, x: ddpm.get_vlb_fn(s, n_samples=4)(k, eps, x))
+  mc = jax.jit(lambda k, x: likelihood.get_vlb_fn(s, n_samples=4)(k, eps, x))
   out = mc(jax.random.key(1), x0)
-  quad = jax.jit(lambda x: ddpm.get_vlb_fn(s, quadrature_order=6)(None, eps, x))(x0)
+  quad = jax.jit(lambda x: likelihood.get_vlb_fn(s, quadrature_order=6)(None, eps, x))(x0)
   d = np.asarray(out["total_nats"], np.float64) - np.asarray(quad["total_nats"], np.float64)
   se = d.std() / np.sqrt(len(d))  # CLT over points; the quadrature error (<1e-3 nats, order 6 vs 10) is far below
   assert abs(d.mean()) < 5 * se, (d.mean(), se)
@@ -388,10 +388,10 @@ def test_vlb_monte_carlo_is_unbiased_and_per_sample():
 
 def test_vlb_discretized_decoder_on_8bit_data():
   """L_0 with the discretised decoder is -log of bin probabilities (>= 0), checked against scipy."""
-  s = ddpm.linear_schedule(10)
+  s = sde_lib.linear_schedule(10)
   x0 = jnp.asarray(np.array([[-1.0, 0.0, 1.0], [-1 + 2 / 255, 0.5 - 1 / 255, 1 - 4 / 255]]), jnp.float32)
   zero_eps = lambda x, t: jnp.zeros_like(x)
-  vlb_fn = ddpm.get_vlb_fn(s, variance="beta", decoder="discretized", quadrature_order=2)
+  vlb_fn = likelihood.get_vlb_fn(s, variance="beta", decoder="discretized", quadrature_order=2)
   out = jax.jit(lambda x: vlb_fn(None, zero_eps, x))(x0)
   dec = np.asarray(out["terms"]["decoder"], np.float64)
   assert np.all(dec >= 0)
@@ -428,9 +428,9 @@ def test_vlb_with_exact_eps_bounds_the_true_nll():
   nll = -np.asarray(target.log_prob(x0), np.float64)
   gaps = {}
   for T in (200, 1000):
-    s = ddpm.linear_schedule(T)
-    vlb = jax.jit(lambda x: ddpm.get_vlb_fn(s, variance="beta_tilde", quadrature_order=6)(
-        None, ddpm.exact_eps_fn(target, s), x))(x0)
+    s = sde_lib.linear_schedule(T)
+    vlb = jax.jit(lambda x: likelihood.get_vlb_fn(s, variance="beta_tilde", quadrature_order=6)(
+        None, models.exact_eps_fn(target, s), x))(x0)
     pointwise = np.asarray(vlb["total_nats"], np.float64) - nll
     # Margin 0.1 nats: 100x the quadrature error and float32 round-off (< 2e-3, Gaussian test above).
     assert pointwise.min() > 0.1, (T, pointwise.min())
@@ -442,14 +442,14 @@ def test_vlb_with_exact_eps_bounds_the_true_nll():
 def test_ancestral_sampling_with_exact_eps_within_energy_floor():
   """Must-show: Algorithm 2 (T = 1000, beta_tilde) with the exact eps reaches <= 1.5x the energy floor;
   10,000 samples against 10 reference sets, floor the mean over 10 pairs of true sets (as run_lib)."""
-  target, s, n = datasets.GaussianMixture(), ddpm.linear_schedule(1000), 10_000
-  sampler = ddpm.get_ancestral_sampler(s, (n, 2), variance="beta_tilde")
-  x, nfe = jax.jit(lambda k: sampler(k, ddpm.exact_eps_fn(target, s)))(jax.random.key(11))
+  target, s, n = datasets.GaussianMixture(), sde_lib.linear_schedule(1000), 10_000
+  sampler = sampling.get_ancestral_sampler(s, (n, 2), variance="beta_tilde")
+  x, nfe = jax.jit(lambda k: sampler(k, models.exact_eps_fn(target, s)))(jax.random.key(11))
   assert nfe == 1000
   refs = [target.sample(k, n) for k in jax.random.split(jax.random.key(12), 10)]
-  ed = np.mean([float(evaluation.energy_distance(x, r)) for r in refs])
-  floor = evaluation.metric_floor(jax.random.key(13), jax.jit(target.sample, static_argnums=1), n,
-                                  lambda k, a, b: evaluation.energy_distance(a, b), n_pairs=10)["mean"]
+  ed = np.mean([float(metrics.energy_distance(x, r)) for r in refs])
+  floor = metrics.metric_floor(jax.random.key(13), jax.jit(target.sample, static_argnums=1), n,
+                                  lambda k, a, b: metrics.energy_distance(a, b), n_pairs=10)["mean"]
   assert ed <= 1.5 * floor, (ed, floor)  # measured 0.90x
 
 
@@ -461,34 +461,33 @@ def test_ddpm_config_groups_build_the_library_objects():
 
   config = get_config()
   sde = sde_lib.get_sde(**config.sde)
-  schedule = ddpm.schedule_of(sde)
-  assert isinstance(sde, ddpm.DiscreteVPSDE) and schedule.T == 1000
-  model = models.get_model(**config.model)
-  loss = {k: v for k, v in config.loss.to_dict().items() if k != "name"}
+  schedule = sde_lib.schedule_of(sde)
+  assert isinstance(sde, sde_lib.DiscreteVPSDE) and schedule.T == 1000
+  score_model = models.get_score_model(sde, **config.model)
   assert config.loss.name == "ddpm"
-  ddpm.get_ddpm_loss_fn(schedule, ddpm.get_eps_fn(model, schedule), **loss)
-  ddpm.get_model_score_fn(model, schedule)
+  losses.get_loss_fn(sde, score_model, **config.loss)
   sampling.get_sampler(sde, (4, 2), **config.sampling)
-  ddpm.get_vlb_fn(schedule, **{k: v for k, v in config.vlb.to_dict().items() if k != "n_points"})
+  likelihood.get_vlb_fn(schedule, **{k: v for k, v in config.eval.vlb.items() if k != "n_points"})
 
 
 @pytest.mark.parametrize("fn,match", [
-    (lambda: ddpm.linear_schedule(0), "T=0"),
-    (lambda: ddpm.cosine_schedule(10, s=-0.1), "schedule.s"),
-    (lambda: ddpm.get_schedule("quadratic", 10), "sde.schedule='quadratic'"),
+    (lambda: sde_lib.linear_schedule(0), "T=0"),
+    (lambda: sde_lib.cosine_schedule(10, s=-0.1), "schedule.s"),
+    (lambda: sde_lib.get_schedule("quadratic", 10), "sde.schedule='quadratic'"),
     (lambda: sde_lib.get_sde("ddpm", schedule="quadratic", N=10), "sde.schedule"),
-    (lambda: ddpm.DiscreteSchedule([0.1, 1.0]), "schedule.betas"),
-    (lambda: ddpm.get_ddpm_loss_fn(ddpm.linear_schedule(10), None, loss_type="l3"), "loss.loss_type='l3'"),
-    (lambda: ddpm.get_smld_loss_fn([0.1, -1.0], None), "sigmas"),
-    (lambda: ddpm.geometric_sigmas(1.0, 0.5, 10), "sigma_min"),
-    (lambda: ddpm.get_ancestral_sampler(ddpm.linear_schedule(10), (4, 2), variance="big"), "sampling.variance='big'"),
-    (lambda: ddpm.get_ancestral_sampler(ddpm.linear_schedule(10), (4, 2), n_trajectory=11), "sampling.n_trajectory"),
-    (lambda: ddpm.get_vlb_fn(ddpm.linear_schedule(10), decoder="x"), "vlb.decoder='x'"),
-    (lambda: ddpm.get_vlb_fn(ddpm.linear_schedule(10), n_samples=0), "vlb.n_samples"),
-    (lambda: ddpm.get_vlb_fn(ddpm.linear_schedule(10), quadrature_order=6)(None, None, jnp.zeros((2, 8))),
+    (lambda: sde_lib.DiscreteSchedule([0.1, 1.0]), "schedule.betas"),
+    (lambda: losses.get_ddpm_loss_fn(sde_lib.linear_schedule(10), None, loss_type="l3"), "loss.loss_type='l3'"),
+    (lambda: losses.get_smld_loss_fn([0.1, -1.0], None), "sigmas"),
+    (lambda: sde_lib.geometric_sigmas(1.0, 0.5, 10), "sigma_min"),
+    (lambda: sampling.get_ancestral_sampler(sde_lib.linear_schedule(10), (4, 2), variance="big"), "sampling.variance='big'"),
+    (lambda: sampling.get_ancestral_sampler(sde_lib.linear_schedule(10), (4, 2)).trajectory(
+        jax.random.key(0), lambda x, t: x, 11), "n_trajectory"),
+    (lambda: likelihood.get_vlb_fn(sde_lib.linear_schedule(10), decoder="x"), "vlb.decoder='x'"),
+    (lambda: likelihood.get_vlb_fn(sde_lib.linear_schedule(10), n_samples=0), "vlb.n_samples"),
+    (lambda: likelihood.get_vlb_fn(sde_lib.linear_schedule(10), quadrature_order=6)(None, None, jnp.zeros((2, 8))),
      "vlb.quadrature_order"),
-    (lambda: ddpm.schedule_of(sde_lib.VESDE()), "no DDPM chain"),
-    (lambda: ddpm.schedule_of(sde_lib.SubVPSDE()), "no DDPM chain"),
+    (lambda: sde_lib.schedule_of(sde_lib.VESDE()), "no DDPM chain"),
+    (lambda: sde_lib.schedule_of(sde_lib.SubVPSDE()), "no DDPM chain"),
     (lambda: sampling.get_sampler(sde_lib.VESDE(), (4, 2), method="ddpm_ancestral"), "no DDPM chain"),
     (lambda: sampling.get_sampler(sde_lib.VPSDE(), (4, 2), method="ddpm_ancestral", eps=1e-3), "ddpm_ancestral"),
 ])

@@ -1,4 +1,4 @@
-"""Tests for evaluation.py against brute force and closed forms."""
+"""Tests for metrics.py against brute force and closed forms."""
 
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import datasets
-import evaluation
+import metrics
 import sde_lib
 
 
@@ -49,7 +49,7 @@ def test_energy_distance_matches_brute_force(trailing, chunk_size):
   rng = np.random.default_rng(0)
   x = (rng.standard_normal((300, *trailing)) + 3.0).astype(np.float32)  # off-centre: round-off
   y = (1.5 * rng.standard_normal((257, *trailing)) + 3.4).astype(np.float32)
-  got = float(evaluation.energy_distance(x, y, chunk_size=chunk_size))
+  got = float(metrics.energy_distance(x, y, chunk_size=chunk_size))
   np.testing.assert_allclose(got, _brute_energy_distance(x, y), rtol=1e-5)
 
 
@@ -58,7 +58,7 @@ def test_energy_distance_is_zero_for_identical_sets(true_samples):
   # rounding error of one product survives, ~1e-11 in total (vs distances ~3).
   # [100, 2] with one chunk larger than the set: the program the floor test compiles too.
   x = true_samples[:100]
-  assert abs(float(evaluation.energy_distance(x, x))) < 1e-9
+  assert abs(float(metrics.energy_distance(x, x))) < 1e-9
 
 
 def test_energy_distance_matches_gaussian_closed_form():
@@ -71,7 +71,7 @@ def test_energy_distance_matches_gaussian_closed_form():
   rng = np.random.default_rng(2)
   x = rng.standard_normal((reps, n, 1)).astype(np.float32)
   y = (delta + rng.standard_normal((reps, m, 1))).astype(np.float32)
-  values = np.asarray(jax.vmap(evaluation.energy_distance)(x, y))
+  values = np.asarray(jax.vmap(metrics.energy_distance)(x, y))
   tol = 4 * values.std(ddof=1) / math.sqrt(reps)  # 4 Monte Carlo standard errors, ~0.02
   assert abs(values.mean() - (population + floor)) < tol
   assert abs(values.mean() - population) > tol  # the floor term (0.047) is resolved
@@ -80,9 +80,9 @@ def test_energy_distance_matches_gaussian_closed_form():
 def test_metric_floor_matches_expected_energy_distance_floor(mixture, true_samples):
   _, sample = mixture
   n, n_pairs = 100, 200
-  metric = lambda key, a, b: evaluation.energy_distance(a, b)
-  floor = evaluation.metric_floor(jax.random.PRNGKey(3), sample, n, metric, n_pairs=n_pairs)
-  expected = evaluation.energy_distance_expected_floor(true_samples[:4000], n, n)
+  metric = lambda key, a, b: metrics.energy_distance(a, b)
+  floor = metrics.metric_floor(jax.random.PRNGKey(3), sample, n, metric, n_pairs=n_pairs)
+  expected = metrics.energy_distance_expected_floor(true_samples[:4000], n, n)
   assert len(floor["values"]) == n_pairs
   np.testing.assert_allclose(floor["mean"], np.mean(floor["values"]), rtol=1e-6)
   np.testing.assert_allclose(floor["std"], np.std(floor["values"], ddof=1), rtol=1e-6)
@@ -96,7 +96,7 @@ def test_expected_floor_matches_brute_force_u_statistic(true_samples):
   x64 = x.astype(np.float64)
   total = sum(np.sqrt(((x64[i:i + 500, None] - x64[None]) ** 2).sum(-1)).sum()
               for i in range(0, 4000, 500))
-  got = evaluation.energy_distance_expected_floor(x, 50, 70)
+  got = metrics.energy_distance_expected_floor(x, 50, 70)
   np.testing.assert_allclose(got, total / (4000 * 3999) * (1 / 50 + 1 / 70), rtol=1e-5)
 
 
@@ -108,9 +108,9 @@ def test_sliced_wasserstein_of_a_1d_shift_is_the_shift(p):
   rng = np.random.default_rng(6)
   x = rng.standard_normal((1000, 1)).astype(np.float32)
   y = rng.permutation(x) + np.float32(0.7)
-  got = evaluation.sliced_wasserstein(jax.random.PRNGKey(8), x, y, n_projections=16, p=p)
+  got = metrics.sliced_wasserstein(jax.random.PRNGKey(8), x, y, n_projections=16, p=p)
   np.testing.assert_allclose(float(got), 0.7, rtol=1e-5)
-  same = evaluation.sliced_wasserstein(jax.random.PRNGKey(8), x, x, n_projections=16, p=p)
+  same = metrics.sliced_wasserstein(jax.random.PRNGKey(8), x, x, n_projections=16, p=p)
   assert float(same) == 0.0
 
 
@@ -118,7 +118,7 @@ def test_sliced_wasserstein_unequal_sizes_compares_quantiles():
   # Evenly spaced sets of different sizes have linear quantile functions q and q + 0.3.
   x = np.linspace(0.0, 1.0, 500, dtype=np.float32)[:, None]
   y = np.random.default_rng(9).permutation(np.linspace(0.3, 1.3, 337, dtype=np.float32))[:, None]
-  got = evaluation.sliced_wasserstein(jax.random.PRNGKey(10), x, y, n_projections=16)
+  got = metrics.sliced_wasserstein(jax.random.PRNGKey(10), x, y, n_projections=16)
   np.testing.assert_allclose(float(got), 0.3, rtol=1e-5)
 
 
@@ -128,7 +128,7 @@ def test_sliced_wasserstein_of_a_2d_shift_matches_direction_average():
   x = np.random.default_rng(11).standard_normal((64, 2)).astype(np.float32)
   c = np.array([0.3, -0.4], np.float32)
   n_projections = 4096
-  got = evaluation.sliced_wasserstein(jax.random.PRNGKey(12), x, x + c, n_projections=n_projections)
+  got = metrics.sliced_wasserstein(jax.random.PRNGKey(12), x, x + c, n_projections=n_projections)
   # std of |c| |cos U| is |c| sqrt(1/2 - 4/pi^2) ~ 0.31 |c|; 4 standard errors.
   tol = 4 * 0.5 * math.sqrt(0.5 - 4 / math.pi**2) / math.sqrt(n_projections)
   assert abs(float(got) - 0.5 * 2 / math.pi) < tol
@@ -139,7 +139,7 @@ def test_sliced_wasserstein_of_a_2d_shift_matches_direction_average():
 def test_mean_cov_error_matches_numpy(true_samples):
   x = true_samples
   mean, cov = np.array([0.1, -0.2]), np.array([[2.0, 0.3], [0.3, 1.0]])
-  got = evaluation.mean_cov_error(x, mean, cov)
+  got = metrics.mean_cov_error(x, mean, cov)
   x = x.astype(np.float64)
   np.testing.assert_allclose(got["mean_error"], np.linalg.norm(x.mean(0) - mean), rtol=1e-5)
   np.testing.assert_allclose(got["cov_error"], np.linalg.norm(np.cov(x.T) - cov), rtol=1e-5)
@@ -148,7 +148,7 @@ def test_mean_cov_error_matches_numpy(true_samples):
 def test_mean_cov_error_is_small_on_true_samples(mixture, true_samples):
   target, x = mixture[0], true_samples
   n = len(x)
-  got = evaluation.mean_cov_error(x, target.mean(), target.cov())
+  got = metrics.mean_cov_error(x, target.mean(), target.cov())
   # E|mean error|^2 = tr(Sigma) / n; E|cov error|_F^2 ~ sum_ij Var(r_i r_j) / n, r = x - mu.
   r = np.asarray(x, np.float64) - target.mean()
   cov_se = math.sqrt(np.sum(np.var(r[:, :, None] * r[:, None, :], axis=0)) / n)
@@ -166,7 +166,7 @@ def test_score_error_of_oracle_and_shifted_oracle(mixture):
   oracle = target.score_fn(sde)
   shifted = lambda c, x, t: oracle(x, t) + c
   key, eps, n_times = jax.random.PRNGKey(15), 1e-3, 8
-  run = lambda c: evaluation.score_error(key, jax.tree_util.Partial(shifted, c), oracle, sde,
+  run = lambda c: metrics.score_error(key, jax.tree_util.Partial(shifted, c), oracle, sde,
                                          sample, n=256, n_times=n_times, eps=eps)
   exact = run(0.0)
   assert exact["weighted_mse"] == 0.0 and exact["relative"] == 0.0
@@ -189,29 +189,29 @@ def test_malformed_inputs_raise_value_errors(mixture):
   x, y = np.zeros((10, 2)), np.zeros((12, 3))
   key = jax.random.PRNGKey(0)
   with pytest.raises(ValueError, match="y.shape"):
-    evaluation.energy_distance(x, y)
+    metrics.energy_distance(x, y)
   with pytest.raises(ValueError, match="chunk_size=0"):
-    evaluation.energy_distance(x, x, chunk_size=0)
+    metrics.energy_distance(x, x, chunk_size=0)
   with pytest.raises(ValueError, match="x.shape"):
-    evaluation.energy_distance(np.zeros((0, 2)), x)
+    metrics.energy_distance(np.zeros((0, 2)), x)
   with pytest.raises(ValueError, match="y.shape"):
-    evaluation.sliced_wasserstein(key, x, y)
+    metrics.sliced_wasserstein(key, x, y)
   with pytest.raises(ValueError, match="n_projections=0"):
-    evaluation.sliced_wasserstein(key, x, x, n_projections=0)
+    metrics.sliced_wasserstein(key, x, x, n_projections=0)
   with pytest.raises(ValueError, match="p=0.5"):
-    evaluation.sliced_wasserstein(key, x, x, p=0.5)
+    metrics.sliced_wasserstein(key, x, x, p=0.5)
   with pytest.raises(ValueError, match="n_pairs=0"):
-    evaluation.metric_floor(key, sample, 10, lambda k, a, b: 0.0, n_pairs=0)
+    metrics.metric_floor(key, sample, 10, lambda k, a, b: 0.0, n_pairs=0)
   with pytest.raises(ValueError, match="x_true.shape"):
-    evaluation.energy_distance_expected_floor(np.zeros((1, 2)), 10, 10)
+    metrics.energy_distance_expected_floor(np.zeros((1, 2)), 10, 10)
   with pytest.raises(ValueError, match="m=0 is invalid"):
-    evaluation.energy_distance_expected_floor(x, 10, 0)
+    metrics.energy_distance_expected_floor(x, 10, 0)
   with pytest.raises(ValueError, match="mean.shape"):
-    evaluation.mean_cov_error(x, np.zeros(3), np.eye(2))
+    metrics.mean_cov_error(x, np.zeros(3), np.eye(2))
   with pytest.raises(ValueError, match="cov.shape"):
-    evaluation.mean_cov_error(x, np.zeros(2), np.eye(3))
+    metrics.mean_cov_error(x, np.zeros(2), np.eye(3))
   sde = sde_lib.VPSDE()
   with pytest.raises(ValueError, match="eps=1.5"):
-    evaluation.score_error(key, None, None, sde, sample, eps=1.5)
+    metrics.score_error(key, None, None, sde, sample, eps=1.5)
   with pytest.raises(ValueError, match="n_times=0"):
-    evaluation.score_error(key, None, None, sde, sample, n_times=0)
+    metrics.score_error(key, None, None, sde, sample, n_times=0)

@@ -13,8 +13,8 @@ import scipy.linalg
 from scipy.stats import norm
 from sklearn.datasets import load_digits
 
-import classifier
-import evaluation
+from models import digits as classifier
+import metrics
 import likelihood
 import plotting
 import sde_lib
@@ -28,7 +28,7 @@ def _random_spd(rng, f):
 
 @pytest.mark.parametrize("m1,s1,m2,s2", [(0.0, 1.0, 0.0, 1.0), (0.3, 2.0, -1.2, 0.5), (5.0, 0.1, 5.0, 3.0)])
 def test_frechet_distance_1d_closed_form(m1, s1, m2, s2):
-  fd = evaluation.frechet_distance_gaussians([m1], [[s1**2]], [m2], [[s2**2]])
+  fd = metrics.frechet_distance_gaussians([m1], [[s1**2]], [m2], [[s2**2]])
   assert fd == pytest.approx((m1 - m2) ** 2 + (s1 - s2) ** 2, rel=1e-12, abs=1e-12)
 
 
@@ -36,17 +36,17 @@ def test_frechet_distance_diagonal_and_general_closed_forms():
   rng = np.random.default_rng(0)
   # Commuting (diagonal) covariances: FD = |m1 - m2|^2 + sum (sqrt(a_i) - sqrt(b_i))^2.
   a, b, m1, m2 = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6), rng.normal(size=6), rng.normal(size=6)
-  fd = evaluation.frechet_distance_gaussians(m1, np.diag(a), m2, np.diag(b))
+  fd = metrics.frechet_distance_gaussians(m1, np.diag(a), m2, np.diag(b))
   assert fd == pytest.approx(np.sum((m1 - m2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2), rel=1e-10)
   # General covariances: against scipy's (Schur-based, non-symmetric) sqrtm of S1 S2.
   m1, m2, s1, s2 = rng.normal(size=7), rng.normal(size=7), _random_spd(rng, 7), _random_spd(rng, 7)
   ref = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2 - 2 * np.real(scipy.linalg.sqrtm(s1 @ s2)))
-  fd = evaluation.frechet_distance_gaussians(m1, s1, m2, s2)
+  fd = metrics.frechet_distance_gaussians(m1, s1, m2, s2)
   assert fd == pytest.approx(ref, rel=1e-9)
-  assert fd == pytest.approx(evaluation.frechet_distance_gaussians(m2, s2, m1, s1), rel=1e-9)  # symmetric
+  assert fd == pytest.approx(metrics.frechet_distance_gaussians(m2, s2, m1, s1), rel=1e-9)  # symmetric
   # A singular (rank-2) covariance against itself: exactly 0 up to round-off, never negative.
   low = rng.normal(size=(7, 2))
-  assert 0.0 <= evaluation.frechet_distance_gaussians(np.zeros(7), low @ low.T, np.zeros(7), low @ low.T) < 1e-10
+  assert 0.0 <= metrics.frechet_distance_gaussians(np.zeros(7), low @ low.T, np.zeros(7), low @ low.T) < 1e-10
 
 
 def test_frechet_distance_of_samples():
@@ -54,23 +54,23 @@ def test_frechet_distance_of_samples():
   m1, m2, s1, s2 = np.zeros(3), np.array([1.0, 0.0, -0.5]), _random_spd(rng, 3), _random_spd(rng, 3)
   xa = rng.multivariate_normal(m1, s1, 200_000)
   xb = rng.multivariate_normal(m2, s2, 150_000)
-  fd = evaluation.frechet_distance(xa, xb)
+  fd = metrics.frechet_distance(xa, xb)
   # Exactly the Gaussian fit (unbiased covariance) of each set ...
-  fit = evaluation.frechet_distance_gaussians(xa.mean(0), np.cov(xa.T), xb.mean(0), np.cov(xb.T))
+  fit = metrics.frechet_distance_gaussians(xa.mean(0), np.cov(xa.T), xb.mean(0), np.cov(xb.T))
   assert fd == pytest.approx(fit, rel=1e-12)
   # ... which converges to the population value (Monte Carlo error ~ 1e-2 at these sizes).
-  assert fd == pytest.approx(evaluation.frechet_distance_gaussians(m1, s1, m2, s2), abs=0.03)
+  assert fd == pytest.approx(metrics.frechet_distance_gaussians(m1, s1, m2, s2), abs=0.03)
 
 
 def test_bad_frechet_inputs_raise():
   with pytest.raises(ValueError, match="feats_b.shape"):
-    evaluation.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
+    metrics.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
   with pytest.raises(ValueError, match=r"feats_a.shape=\(1, 3\)"):
-    evaluation.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
+    metrics.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
   with pytest.raises(ValueError, match="feats_a .non-finite entries.=1"):
-    evaluation.frechet_distance(np.array([[np.nan], [0.0], [1.0]]), np.zeros((5, 1)))
+    metrics.frechet_distance(np.array([[np.nan], [0.0], [1.0]]), np.zeros((5, 1)))
   with pytest.raises(ValueError, match="cov_b.shape"):
-    evaluation.frechet_distance_gaussians(np.zeros(2), np.eye(2), np.zeros(2), np.eye(3))
+    metrics.frechet_distance_gaussians(np.zeros(2), np.eye(2), np.zeros(2), np.eye(3))
 
 
 # --- dequantised bits/dim ---------------------------------------------------------------
@@ -231,15 +231,15 @@ def test_classifier_frechet_distance_floor_and_noise(digits, clf):
   key = jax.random.PRNGKey(6)
   good = x_tr[rng.permutation(len(x_tr))[:300]]  # real digits: at the floor
   noise = rng.integers(0, 17, (300, 8, 8, 1))     # i.i.d. pixels: far from it
-  out = evaluation.classifier_frechet_distance(key, good, x_tr, x_te, classifier=clf)
-  bad = evaluation.classifier_frechet_distance(key, noise, x_tr, x_te, classifier=clf)
+  out = metrics.classifier_frechet_distance(key, good, x_tr, x_te, classifier=clf)
+  bad = metrics.classifier_frechet_distance(key, noise, x_tr, x_te, classifier=clf)
   assert out["n"] == out["n_floor"] == 300 and out["n_test"] == 297 and out["feature_dim"] == 64
   assert out["fd_floor"] == bad["fd_floor"] > 0  # the same train subset for the same key
   assert 0.5 * out["fd_floor"] < out["fd"] < 2 * out["fd_floor"]
   assert bad["fd"] > 10 * bad["fd_floor"]
   assert out["classifier_test_accuracy"] == clf.test_accuracy
   nan = np.where(np.arange(300)[:, None, None, None] < 3, np.nan, good)
-  assert evaluation.classifier_frechet_distance(key, nan, x_tr, x_te, classifier=clf)["n_nonfinite"] == 3 * 64
+  assert metrics.classifier_frechet_distance(key, nan, x_tr, x_te, classifier=clf)["n_nonfinite"] == 3 * 64
 
 
 def test_bad_classifier_inputs_raise(digits):

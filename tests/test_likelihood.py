@@ -54,8 +54,8 @@ def test_bad_bits_per_dim_arguments_raise(kwargs, match):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(hutchinson_type="nope"), "likelihood.hutchinson_type"),
-    (dict(method="rk4"), "likelihood.method"),
-    (dict(method="euler"), "likelihood.method='euler'"),
+    (dict(solver="rk4"), "likelihood.solver"),
+    (dict(solver="euler"), "likelihood.solver='euler'"),
     (dict(rtol=0.0), "likelihood.rtol"),
     (dict(eps=0.0), "likelihood.eps")])
 def test_bad_likelihood_arguments_raise(kwargs, match):

@@ -13,6 +13,8 @@ import pytest
 
 import datasets
 import run_lib
+import sampling
+import sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -52,12 +54,12 @@ def tiny_image(config, n_iters=4, one_level=False):
   config.sampling.n_steps = 4
   config.eval.update(dict(n_samples=32, n_grid=16, nll_samples=8, nll_batch_size=8))
   config.eval.classifier.n_steps = 20
-  config.likelihood.update(dict(method="euler", n_steps=2))
+  config.likelihood.update(dict(solver="euler", n_steps=2))
   return config
 
 
-def tiny(config, n_iters=20):
-  """A few-step version of a config: small sampler grid, few samples, no plots."""
+def tiny(config, n_iters=20, plots=False):
+  """A few-step version of a config: small sampler grid, few samples, no plots (unless `plots`)."""
   config.training.n_iters = n_iters
   config.training.log_freq = 10
   config.training.snapshot_freq = 10
@@ -69,10 +71,13 @@ def tiny(config, n_iters=20):
   config.eval.n_trajectory = 5
   config.eval.n_trajectory_samples = 16
   config.eval.score_error_samples = 64
-  config.eval.plots = False
-  config.eval.nll_samples = 64
-  if "vlb" in config:
-    config.vlb.n_points = 64
+  if not plots:
+    config.eval.evaluators = [e for e in config.eval.evaluators if e != "plots"]
+    del config.eval["n_trajectory"], config.eval["n_trajectory_samples"]
+  if "nll_samples" in config.eval:
+    config.eval.nll_samples = 64
+  if "vlb" in config.eval:
+    config.eval.vlb["n_points"] = 64
   if "classifier" in config:
     config.classifier.n_iters, config.classifier.log_freq, config.classifier.batch_size = 20, 10, 64
   if "n_class_samples" in config.eval:
@@ -88,8 +93,7 @@ def test_every_config_builds(name, tmp_path):
 
 def test_few_step_run_writes_workdir_and_resumes(tmp_path):
   workdir = str(tmp_path / "run")
-  config = tiny(get_config("ve_gmm"))
-  config.eval.plots = True
+  config = tiny(get_config("ve_gmm"), plots=True)
   out = run_lib.run(config, workdir, "all")
   for rel in ("config.json", "metrics.jsonl", "eval/summary.json", "plots/samples.png",
               "plots/trajectories.png", "plots/score_field.png", "plots/loss.png"):
@@ -170,7 +174,8 @@ def test_run_py_flags_and_clean_error(tmp_path):
 @pytest.mark.parametrize("name", TOY_CONFIGS)
 def test_every_config_runs_through_run_lib(tmp_path, name):
   config = tiny(get_config(name))
-  config.eval.nll_samples = 0  # the NLL and oracle paths are covered by the few-step test
+  if "nll_samples" in config.eval:  # the NLL and oracle paths are covered by the few-step test
+    config.eval.nll_samples = 0
   config.eval.oracle = False
   out = run_lib.run(config, str(tmp_path / name), "all")
   assert np.isfinite(out["eval"]["model"]["energy_distance"])
@@ -200,8 +205,14 @@ def test_sampling_on_4_devices_equals_1_device():
   from jax.sharding import Mesh
   exp = run_lib.build(tiny(get_config("ve_gmm")))
   key = jax.random.key(3)
-  _, oracle_one = run_lib._sample_fns(exp, 30, Mesh(np.asarray(jax.devices()[:1]), ("data",)))
-  _, oracle_four = run_lib._sample_fns(exp, 30, run_lib.make_mesh())
+  oracle = exp.target.score_fn(exp.sde)
+
+  def oracle_sampler(mesh):
+    sampler = sampling.get_sampler(exp.sde, (sharding.padded_size(30, mesh), 2), **exp.config.sampling)
+    return sharding.sharded_sampler(sampler, mesh, 30, lambda: oracle)
+
+  oracle_one = oracle_sampler(Mesh(np.asarray(jax.devices()[:1]), ("data",)))
+  oracle_four = oracle_sampler(run_lib.make_mesh())
   x1, nfe1 = oracle_one(key)
   x4, nfe4 = oracle_four(key)
   assert x4.shape == (30, 2) and int(nfe1) == int(nfe4)
@@ -218,7 +229,7 @@ def test_digits_few_steps_through_run_py(tmp_path):
           f"--workdir={tmp_path / 'w'}", "--jax_cache_dir=", "--config.model.ch=8", "--config.model.num_groups=4",
           "--config.sampling.n_steps=4", "--config.eval.n_samples=32", "--config.eval.n_grid=16",
           "--config.eval.nll_samples=8", "--config.eval.nll_batch_size=8", "--config.eval.classifier.n_steps=20",
-          "--config.likelihood.method=euler", "--config.likelihood.n_steps=2"]
+          "--config.likelihood.solver=euler", "--config.likelihood.n_steps=2"]
   args += [f"--config.training.{k}={v}" for k, v in flags.items()]
   done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -284,7 +295,8 @@ def test_image_config_errors(tmp_path):
   with pytest.raises(ValueError, match="eval.n_floor_pairs is not a field"):
     run_lib.build(config)
   cifar = with_npz(get_config("cifar10_ddpmpp"), tmp_path)
-  cifar.eval.frechet = True
-  with pytest.raises(ValueError, match="eval.frechet=True needs labelled 8x8"):
+  cifar.eval.evaluators = list(cifar.eval.evaluators) + ["frechet"]
+  cifar.eval.classifier = dict(n_steps=20)
+  with pytest.raises(ValueError, match="contains 'frechet', which needs labelled 8x8"):
     run_lib.build(cifar)
   assert not os.path.exists(tmp_path / "w" / "checkpoints")

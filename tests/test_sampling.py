@@ -1,6 +1,15 @@
-"""PC sampler: moments and energy distance with the oracle score, NFE, per-sample keys."""
+"""Samplers: the PC sampler (moments and energy distance with the oracle score, NFE, per-sample keys),
+the sampler contract (compiled once, trajectories, registry errors, no hang when called eagerly),
+the probability-flow ODE sampler and encoder, and the fast samplers (DDIM, EDM Heun, DPM-Solver++:
+time schedules, convergence orders against the exact probability-flow map of a Gaussian target,
+exact NFE counts, DDIM's eta = 1 limit, errors)."""
 
 import functools
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -8,17 +17,40 @@ import numpy as np
 import pytest
 
 import datasets
-import evaluation
+import metrics
 import sampling
 import sde_lib
 
 TARGET = datasets.GaussianMixture()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _sample(sde, n, key=0, **kwargs):
   sampler = sampling.get_sampler(sde, (n, 2), **kwargs)
   return jax.jit(lambda k: sampler(k, TARGET.score_fn(sde)))(jax.random.key(key))
 
+
+def _counted(score_fn, calls, traces=None):
+  """score_fn that appends to `calls` at run time (one per evaluation) and to `traces` when traced."""
+
+  def counted(x, t):
+    if traces is not None:
+      traces.append(1)
+    jax.debug.callback(lambda: calls.append(1))
+    return score_fn(x, t)
+
+  return counted
+
+
+def _run_counted(fn):
+  """fn() after all its debug callbacks have run."""
+  out = fn()
+  jax.block_until_ready(out)
+  jax.effects_barrier()
+  return out
+
+
+# --- the PC sampler ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("predictor,corrector", [
     ("reverse_diffusion", "ald"), ("euler_maruyama", "none"), ("ancestral_sampling", "none"),
@@ -46,16 +78,10 @@ def test_reverse_sde_with_oracle_recovers_mixture_moments(predictor, corrector):
 def test_nfe_equals_independent_count(predictor, corrector, n_steps, denoise, expected):
   sde = sde_lib.VESDE(N=20)
   calls = []
-
-  def counted_score(x, t):
-    jax.debug.callback(lambda: calls.append(1))
-    return TARGET.score_fn(sde)(x, t)
-
   sampler = sampling.get_sampler(sde, (8, 2), predictor=predictor, corrector=corrector,
                                  n_steps=n_steps, denoise=denoise)
-  x, nfe = jax.jit(lambda k: sampler(k, counted_score))(jax.random.key(0))
-  jax.block_until_ready(x)
-  jax.effects_barrier()
+  x, nfe = _run_counted(lambda: jax.jit(lambda k: sampler(k, _counted(TARGET.score_fn(sde), calls)))(
+      jax.random.key(0)))
   assert nfe == expected == len(calls)
 
 
@@ -67,15 +93,18 @@ def test_sample_does_not_depend_on_batch_size():
   np.testing.assert_allclose(np.asarray(small), np.asarray(large[:8]), rtol=1e-5, atol=1e-5)
 
 
-def test_trajectory_is_thinned_and_ends_at_the_sample():
+@pytest.mark.parametrize("method,expected_nfe", [("pc", 2 * 30 + 1), ("ddpm_ancestral", 30)])
+def test_trajectory_is_thinned_and_ends_at_the_sample(method, expected_nfe):
   sde = sde_lib.VPSDE(N=30)
-  sampler = sampling.get_sampler(sde, (16, 2), n_trajectory=7)
-  x, nfe, traj = jax.jit(lambda k: sampler(k, TARGET.score_fn(sde)))(jax.random.key(1))
-  assert traj.shape == (7, 16, 2)
+  sampler = sampling.get_sampler(sde, (16, 2), method=method)
+  x, nfe, traj = jax.jit(lambda k: sampler.trajectory(k, TARGET.score_fn(sde), 7))(jax.random.key(1))
+  assert traj.shape == (7, 16, 2) and int(nfe) == expected_nfe
   np.testing.assert_array_equal(np.asarray(traj[-1]), np.asarray(x))
   # The first state is close to prior noise (std 1 for VP), the last close to data.
   assert 0.5 < float(jnp.std(traj[0])) < 1.5
   assert not np.allclose(np.asarray(traj[0]), np.asarray(traj[-1]))
+  # The trajectory call samples exactly what the plain call samples.
+  np.testing.assert_array_equal(np.asarray(sampler(jax.random.key(1), TARGET.score_fn(sde))[0]), np.asarray(x))
 
 
 def test_ancestral_step_is_the_exact_gaussian_posterior():
@@ -95,18 +124,46 @@ def test_ancestral_step_is_the_exact_gaussian_posterior():
   assert abs(float(jnp.std(x_s)) - s_s) < 5 * s_s / np.sqrt(2 * n)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(method="nope"), "sampling.method"),
-    (dict(predictor="nope"), "sampling.predictor"),
-    (dict(corrector="nope"), "sampling.corrector"),
-    (dict(snr=0.0), "sampling.snr"),
-    (dict(n_steps=-1), "sampling.n_steps"),
-    (dict(eps=0.0), "sampling.eps"),
-    (dict(eps=2.0), "sampling.eps"),
-    (dict(bogus=1), "bogus")])
-def test_bad_sampler_arguments_raise(kwargs, match):
+BAD_ARGUMENTS = [
+    ("nope", dict(), "sampling.method"),
+    ("pc", dict(predictor="nope"), "sampling.predictor"),
+    ("pc", dict(corrector="nope"), "sampling.corrector"),
+    ("pc", dict(snr=0.0), "sampling.snr"),
+    ("pc", dict(n_steps=-1), "sampling.n_steps"),
+    ("pc", dict(eps=0.0), "sampling.eps"),
+    ("pc", dict(eps=2.0), "sampling.eps"),
+    ("pc", dict(bogus=1), "bogus"),
+    ("ode", dict(solver="nope"), "sampling.solver"),
+    ("ode", dict(solver="euler"), "sampling.solver='euler'"),
+    ("ode", dict(rtol=0.0), "sampling.rtol"),
+    ("ode", dict(atol=-1.0), "sampling.atol"),
+    ("ode", dict(n_steps=0), "sampling.n_steps"),
+    ("ode", dict(eps=0.0), "sampling.eps"),
+    ("ode", dict(max_steps=0), "sampling.max_steps"),
+    ("ode", dict(predictor="euler_maruyama"), "predictor"),
+    ("ddim", dict(schedule="nope"), "sampling.schedule"),
+    ("ddim", dict(n_steps=0), "sampling.n_steps"),
+    ("ddim", dict(n_steps=2.5), "sampling.n_steps"),
+    ("ddim", dict(eta=1.5), "sampling.eta"),
+    ("ddim", dict(eps=0.0), "sampling.eps"),
+    ("edm_heun", dict(S_churn=-1.0), "sampling.S_churn"),
+    ("edm_heun", dict(S_noise=-0.1), "sampling.S_noise"),
+    ("edm_heun", dict(S_tmin=2.0, S_tmax=1.0), "sampling.S_tmax"),
+    ("dpm_solver", dict(order=4), "sampling.order"),
+    ("dpm_solver_2m", dict(order=3), "sampling.order"),
+    ("dpm_solver_3m", dict(bogus=1), "bogus"),
+    ("dpm_solver_2m", dict(n_steps=1, denoise=True), "sampling.n_steps"),
+    ("ddim", dict(denoise=1), "sampling.denoise"),
+    ("edm_heun", dict(sigma_end=0.0), "sampling.sigma_end"),
+    ("dpm_solver_2m", dict(sigma_end=1e3), "sampling.sigma_end"),
+]
+
+
+@pytest.mark.parametrize("method,kwargs,match", BAD_ARGUMENTS)
+def test_bad_sampler_arguments_raise(method, kwargs, match):
+  """Every family: a bad name, field or value is a ValueError naming the field, at build time."""
   with pytest.raises(ValueError, match=match):
-    sampling.get_sampler(sde_lib.VPSDE(), (4, 2), **kwargs)
+    sampling.get_sampler(sde_lib.VPSDE(), (4, 2), method=method, **kwargs)
 
 
 SDE_CONFIGS = ["ve_gmm", "vp_gmm", "subvp_gmm", "lambda_ve_gmm", "ou_box1d"]
@@ -120,7 +177,6 @@ def test_default_pc_sampler_with_oracle_within_floor(name):
   10,000 samples; the model's energy distance is the mean over 10 reference sets and the
   floor the mean over 10 pairs of true sets (both as in run_lib.evaluate).
   """
-  import importlib
   import run_lib
 
   config = importlib.import_module(f"configs.{name}").get_config()
@@ -129,7 +185,477 @@ def test_default_pc_sampler_with_oracle_within_floor(name):
   sampler = sampling.get_sampler(exp.sde, (n,) + exp.shape, **config.sampling)
   x, _ = jax.jit(lambda k: sampler(k, exp.target.score_fn(exp.sde)))(jax.random.key(11))
   refs = [exp.target.sample(k, n) for k in jax.random.split(jax.random.key(12), 10)]
-  ed = np.mean([float(evaluation.energy_distance(x, r)) for r in refs])
-  floor = evaluation.metric_floor(jax.random.key(13), jax.jit(exp.target.sample, static_argnums=1), n,
-                                  lambda k, a, b: evaluation.energy_distance(a, b), n_pairs=10)["mean"]
+  ed = np.mean([float(metrics.energy_distance(x, r)) for r in refs])
+  floor = metrics.metric_floor(jax.random.key(13), jax.jit(exp.target.sample, static_argnums=1), n,
+                               lambda k, a, b: metrics.energy_distance(a, b), n_pairs=10)["mean"]
   assert ed <= 1.5 * floor, (name, ed, floor)
+
+
+# --- the sampler contract: compiled once, trajectories, registry ---------------------------
+
+COMPILE_ONCE_CASES = [("pc", dict()), ("ode", dict(solver="heun", n_steps=4)),
+                      ("dpm_solver_2m", dict(n_steps=4)), ("ddpm_ancestral", dict())]
+
+
+@pytest.mark.parametrize("method,kwargs", COMPILE_ONCE_CASES, ids=[c[0] for c in COMPILE_ONCE_CASES])
+def test_eager_calls_trace_the_score_once(method, kwargs):
+  """Eager calls with the same score, or a new functools.partial with new parameters, reuse the
+  compiled program: the score function is traced by the first call only."""
+  sde = sde_lib.VPSDE(N=50)
+  oracle, traces = TARGET.score_fn(sde), []
+
+  def model_score(params, x, t):
+    traces.append(1)
+    return params["scale"] * oracle(x, t)
+
+  sampler = sampling.get_sampler(sde, (8, 2), method=method, **kwargs)
+  x1, nfe1 = sampler(jax.random.key(0), functools.partial(model_score, {"scale": jnp.float32(1.0)}))
+  n_traced = len(traces)
+  x2, nfe2 = sampler(jax.random.key(0), functools.partial(model_score, {"scale": jnp.float32(1.0)}))
+  x3, nfe3 = sampler(jax.random.key(0), functools.partial(model_score, {"scale": jnp.float32(0.5)}))
+  assert len(traces) == n_traced > 0
+  assert int(nfe1) == int(nfe2) == int(nfe3) > 0
+  np.testing.assert_array_equal(np.asarray(x1), np.asarray(x2))
+  assert np.all(np.isfinite(np.asarray(x3))) and not np.allclose(np.asarray(x1), np.asarray(x3))
+
+
+def test_inpainting_and_colorization_trace_the_score_once():
+  sde = sde_lib.VESDE(N=10)
+  oracle, traces = TARGET.score_fn(sde), []
+
+  def model_score(scale, x, t):
+    traces.append(1)
+    return scale * oracle(x, t)
+
+  inpaint = sampling.get_inpainting_sampler(sde, (8, 2), corrector="none")
+  colorize = sampling.get_colorization_sampler(sde, (8, 2), corrector="none", guidance_scale=1.0)
+  x_known, mask = TARGET.sample(jax.random.key(1), 8), jnp.array([1.0, 0.0])
+  for sampler, args in ((inpaint, (x_known, mask)), (colorize, (jnp.mean(x_known, axis=1),))):
+    traces.clear()
+    x1, nfe = sampler(jax.random.key(0), functools.partial(model_score, jnp.float32(1.0)), *args)
+    n_traced = len(traces)
+    x2, _ = sampler(jax.random.key(0), functools.partial(model_score, jnp.float32(0.5)), *args)
+    assert len(traces) == n_traced > 0 and int(nfe) == 10 + 1
+    assert np.all(np.isfinite(np.asarray(x1))) and np.all(np.isfinite(np.asarray(x2)))
+
+
+def test_sampler_inside_an_outer_jit_matches_the_eager_call():
+  sde = sde_lib.VESDE(N=20)
+  oracle = TARGET.score_fn(sde)
+  for method, kwargs in (("pc", {}), ("ddim", dict(n_steps=5, eta=0.5))):
+    sampler = sampling.get_sampler(sde, (8, 2), method=method, **kwargs)
+    eager, jitted = sampler(jax.random.key(2), oracle), jax.jit(lambda k: sampler(k, oracle))(jax.random.key(2))
+    np.testing.assert_allclose(np.asarray(eager[0]), np.asarray(jitted[0]), rtol=1e-5, atol=1e-5)
+    assert int(eager[1]) == int(jitted[1])
+
+
+def test_trajectory_and_latent_errors():
+  sde = sde_lib.VPSDE(N=10)
+  oracle = TARGET.score_fn(sde)
+  with pytest.raises(ValueError, match="ddim"):
+    sampling.get_sampler(sde, (4, 2), method="ddim", n_steps=3).trajectory(jax.random.key(0), oracle, 2)
+  for n_trajectory in (0, 11, 2.0):
+    with pytest.raises(ValueError, match="n_trajectory"):
+      sampling.get_sampler(sde, (4, 2)).trajectory(jax.random.key(0), oracle, n_trajectory)
+  with pytest.raises(ValueError, match="x_T.shape"):
+    sampling.get_sampler(sde, (4, 2), method="dpm_solver", n_steps=3)(None, oracle, x_T=jnp.zeros((4, 3)))
+  with pytest.raises(ValueError, match="needs a key"):  # stochastic: key=None is an error even with x_T
+    sampling.get_sampler(sde, (4, 2))(None, oracle, x_T=jnp.zeros((4, 2)))
+
+
+def test_get_sampler_names_an_unknown_method_or_field():
+  sde = sde_lib.VPSDE()
+  with pytest.raises(ValueError, match="sampling.method='nope'") as err:
+    sampling.get_sampler(sde, (4, 2), method="nope")
+  assert all(name in str(err.value) for name in ("pc", "ode", "ddim", "edm_heun", "dpm_solver_2m"))
+  for method in sampling.SAMPLERS.names():
+    with pytest.raises(ValueError, match=f"sampling.bogus_field .*{method}"):
+      sampling.get_sampler(sde, (4, 2), method=method, bogus_field=1)
+
+
+def test_register_sampler_adds_a_method():
+  sampling.register_sampler("pc_test_alias", sampling.get_pc_sampler)
+  sampler = sampling.get_sampler(sde_lib.VESDE(N=5), (2, 2), method="pc_test_alias", corrector="none")
+  assert isinstance(sampler, sampling.Sampler) and "pc_test_alias" in sampling.SAMPLERS.names()
+
+
+# The reproduction of a sampler that hung when called eagerly on a 3-D mixture with an exact score
+# that solves linear systems; run in a fresh interpreter under a timeout. VPSDE(N=50): with N = 10
+# the DDPM discretisation has beta_i up to beta_max / N = 2 > 1 and `reverse_diffusion` is NaN.
+HANG_CODE = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.scipy.special import logsumexp
+    import sampling, sde_lib
+
+    sde = sde_lib.VPSDE(N=50)
+    rng = np.random.default_rng(0)
+    means = jnp.asarray(2.0 * rng.normal(size=(3, 3)), jnp.float32)
+    a = rng.normal(size=(3, 3, 3))
+    covs = jnp.asarray(a @ a.transpose(0, 2, 1) / 3 + 0.1 * np.eye(3), jnp.float32)
+    log_w = jnp.log(jnp.array([0.5, 0.3, 0.2], jnp.float32))
+
+    def log_density(x, t):  # log p_t(x): components N(alpha m_k, alpha^2 Sigma_k + sigma^2 I)
+      alpha, sigma = (c[0] for c in sde.marginal_coeffs(t[None]))
+      cov = alpha**2 * covs + sigma**2 * jnp.eye(3)
+      diff = x - alpha * means
+      quad = jnp.sum(diff * jnp.linalg.solve(cov, diff[..., None])[..., 0], axis=-1)
+      return logsumexp(log_w - 0.5 * quad - 0.5 * jnp.linalg.slogdet(cov)[1])
+
+    score_fn = jax.jit(jax.vmap(jax.grad(log_density)))
+    sampler = sampling.get_sampler(sde, (3000, 3), method="pc", predictor="reverse_diffusion",
+                                   corrector="langevin")
+    x, nfe = sampler(jax.random.key(0), score_fn)
+    x = np.asarray(x)
+    assert x.shape == (3000, 3) and np.all(np.isfinite(x)) and int(nfe) == 2 * 50 + 1, (x, nfe)
+    print("finished", float(np.mean(np.abs(x))))
+""")
+
+
+def test_eager_pc_sampler_on_a_3d_mixture_finishes():
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  out = subprocess.run([sys.executable, "-c", HANG_CODE.format(root=ROOT)], env=env, timeout=240,
+                       capture_output=True, text=True)
+  assert out.returncode == 0 and "finished" in out.stdout, out.stderr[-2000:]
+
+
+# --- the probability-flow ODE sampler and encoder ------------------------------------------
+
+@pytest.mark.parametrize("solver,n_steps,denoise", [("tsit5", None, True), ("heun", 12, False)])
+def test_ode_nfe_equals_independent_count_and_tolerances_do_not_recompile(solver, n_steps, denoise):
+  sde = sde_lib.VESDE()
+  calls, traces = [], []
+  score = _counted(TARGET.score_fn(sde), calls, traces)
+  sampler = sampling.get_sampler(sde, (16, 2), method="ode", solver=solver, n_steps=n_steps,
+                                 denoise=denoise, rtol=1e-3, atol=1e-3)
+  n_traces = []
+  for rtol in (1e-3, 1e-4):
+    calls.clear()
+    x, nfe = _run_counted(lambda: sampler(jax.random.key(0), score, rtol=rtol, atol=rtol))
+    assert int(nfe) == len(calls) > 0
+    assert np.all(np.isfinite(np.asarray(x)))
+    n_traces.append(len(traces))
+  # New tolerances reuse the compiled program: the score was not traced again.
+  assert n_traces[0] == n_traces[1] > 0
+  if n_steps is not None:  # heun: 2 stages per step, no FSAL
+    assert int(nfe) == 2 * n_steps + denoise
+
+
+@pytest.mark.slow
+def test_ode_sample_does_not_depend_on_batch_size_and_trajectory_ends_at_sample():
+  # Fixed steps: no batch-shared step size, so row i depends only on fold_in(key, i).
+  sde = sde_lib.VPSDE(N=100)
+  oracle = TARGET.score_fn(sde)
+  small, _ = sampling.get_ode_sampler(sde, (8, 2), solver="euler", n_steps=20)(jax.random.key(3), oracle)
+  large, nfe, traj = sampling.get_ode_sampler(sde, (40, 2), solver="euler", n_steps=20).trajectory(
+      jax.random.key(3), oracle, 7)
+  # Equal up to float32 round-off of differently batched kernels (as the PC sampler).
+  np.testing.assert_allclose(np.asarray(small), np.asarray(large[:8]), rtol=1e-5, atol=1e-5)
+  assert int(nfe) == 20 and traj.shape == (7, 40, 2)
+  np.testing.assert_array_equal(np.asarray(traj[-1]), np.asarray(large))
+  # The first saved state (t = T - 15 (T - eps) / 100) is still close to prior noise (std 1).
+  assert 0.5 < float(jnp.std(traj[0])) < 1.5
+
+
+def test_ode_sampler_rejects_latent_of_wrong_shape():
+  sampler = sampling.get_ode_sampler(sde_lib.VPSDE(), (4, 2))
+  with pytest.raises(ValueError, match="x_T.shape"):
+    sampler(None, TARGET.score_fn(sde_lib.VPSDE()), x_T=jnp.zeros((5, 2)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde", [sde_lib.VESDE(), sde_lib.VPSDE()], ids=["ve", "vp"])
+def test_encode_decode_round_trip(sde):
+  """x -> z (eps to T) -> x (T to eps) with the oracle score at rtol = atol = 1e-6."""
+  oracle = TARGET.score_fn(sde)
+  x = TARGET.sample(jax.random.key(5), 256)
+  encoder = sampling.get_ode_encoder(sde, rtol=1e-6, atol=1e-6)
+  decoder = sampling.get_ode_sampler(sde, x.shape, rtol=1e-6, atol=1e-6, denoise=False)
+  z, _ = encoder(oracle, x)
+  x_back, _ = decoder(None, oracle, x_T=z)
+  # The latent is prior-like: std ~ prior_std. The std of 512 numbers has a relative standard
+  # error of ~1/sqrt(2 * 512) = 3%, so 10% is ~3 SE (measured: 1.08 for both SDEs).
+  assert abs(float(jnp.std(z)) / sde.prior_std - 1.0) < 0.1
+  # Must-show tolerance 1e-3; measured ~1e-5 (solver error at 1e-6, float32).
+  assert float(jnp.max(jnp.abs(x_back - x))) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def energy_floor():
+  n = 10_000
+  floor = metrics.metric_floor(jax.random.key(13), jax.jit(TARGET.sample, static_argnums=1), n,
+                               lambda k, a, b: metrics.energy_distance(a, b), n_pairs=10)
+  return n, floor["mean"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde", [sde_lib.VESDE(sigma_max=100.0), sde_lib.VPSDE()], ids=["ve100", "vp"])
+def test_ode_sampler_with_oracle_within_floor(sde, energy_floor):
+  """Must-show: the ODE sampler with the oracle score reaches <= 1.5x the energy floor.
+
+  Protocol of the PC test: 10,000 samples, energy distance = mean over 10 reference sets,
+  floor = mean over 10 pairs of true sets. VE uses sigma_max = 100: the VE prior
+  N(0, sigma_max^2) ignores the data mean m = (1, 0), and the ODE (unlike the SDE) does not
+  contract that start offset: it leaves a bias of ~|m| / sigma_max in the samples. At
+  sigma_max = 50 the ratio averaged over 6 seeds is ~1.3 and exceeds 1.5 on 2 of them
+  (seed 11: 1.76); see benchmarks/RESULTS.md.
+  """
+  n, floor = energy_floor
+  sampler = sampling.get_ode_sampler(sde, (n, 2))
+  x, _ = sampler(jax.random.key(11), TARGET.score_fn(sde))
+  refs = [TARGET.sample(k, n) for k in jax.random.split(jax.random.key(12), 10)]
+  ed = np.mean([float(metrics.energy_distance(x, r)) for r in refs])
+  assert ed <= 1.5 * floor, (ed, floor)
+
+
+# --- fast samplers: DDIM, EDM Heun, DPM-Solver++ ----------------------------------------------
+
+# A 1-D Gaussian target N(M, S^2): diffused, p_t = N(alpha_t M, alpha_t^2 S^2 + sigma_t^2), so the
+# score is exact and the probability-flow map from T to eps is affine (see `_exact_flow`).
+M, S = 0.5, 0.7
+SDES = {"ve": sde_lib.VESDE(), "vp": sde_lib.VPSDE(), "subvp": sde_lib.SubVPSDE(),
+        "ou": sde_lib.OUSDE(), "lambda_ve": sde_lib.LambdaVESDE()}
+
+
+def _coeffs(sde, t):
+  alpha, sigma = sde.marginal_coeffs(jnp.array([t], jnp.float32))
+  return float(alpha[0]), float(sigma[0])
+
+
+def _gaussian_score(sde):
+  def score_fn(x, t):
+    alpha, sigma = (c[:, None] for c in sde.marginal_coeffs(t))
+    return -(x - alpha * M) / (alpha**2 * S**2 + sigma**2)
+
+  return score_fn
+
+
+def _exact_flow(sde, x_T, eps):
+  """x_eps = alpha_eps M + sqrt(alpha_eps^2 S^2 + sigma_eps^2) (x_T - alpha_T M) / sqrt(alpha_T^2 S^2 + sigma_T^2)."""
+  (a_T, s_T), (a_e, s_e) = _coeffs(sde, sde.T), _coeffs(sde, eps)
+  return a_e * M + np.sqrt(a_e**2 * S**2 + s_e**2) * (x_T - a_T * M) / np.sqrt(a_T**2 * S**2 + s_T**2)
+
+
+def _flow_error(sde, method, n_steps, **kwargs):
+  """Max error over 5 fixed latents x_T in [-2, 2] prior std of a deterministic sampler vs the exact map."""
+  x_T = np.linspace(-2.0, 2.0, 5, dtype=np.float32)[:, None] * sde.prior_std
+  sampler = sampling.get_sampler(sde, (5, 1), method=method, n_steps=n_steps, **kwargs)
+  x, _ = jax.jit(lambda k, x_T: sampler(k, _gaussian_score(sde), x_T=x_T))(jax.random.key(0), x_T)
+  return float(np.max(np.abs(np.asarray(x, np.float64) - _exact_flow(sde, x_T, 1e-3))))
+
+
+# (method, kwargs, n_steps, window for err(n) / err(2 n)): first order for DDIM (the exponential
+# Euler step in lambda), second for EDM Heun (in sigma_edm) and DPM-Solver++(2M), third for 3M.
+# n_steps are in the asymptotic regime (measured ratios: 1.97, 4.1-4.2, 3.9, 8.1-8.6 on VE/VP/sub-VP/OU).
+ORDER_CASES = [
+    ("ddim", dict(schedule="log_snr"), 40, (1.6, 2.6)),
+    ("edm_heun", dict(schedule="edm"), 20, (3.0, 5.5)),
+    ("dpm_solver_2m", dict(schedule="log_snr"), 40, (3.0, 5.5)),
+    ("dpm_solver_3m", dict(schedule="edm", lower_order_final=False), 40, (6.0, 12.0)),
+]
+
+
+@pytest.mark.parametrize("method,kwargs,n_steps,window", ORDER_CASES, ids=[c[0] for c in ORDER_CASES])
+def test_convergence_order_vp(method, kwargs, n_steps, window):
+  sde = SDES["vp"]
+  coarse, fine = (_flow_error(sde, method, n, **kwargs) for n in (n_steps, 2 * n_steps))
+  assert window[0] <= coarse / fine <= window[1], (coarse, fine, coarse / fine)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde_name", ["ve", "subvp", "ou", "lambda_ve"])
+@pytest.mark.parametrize("method,kwargs,n_steps,window", ORDER_CASES, ids=[c[0] for c in ORDER_CASES])
+def test_convergence_order_other_sdes(sde_name, method, kwargs, n_steps, window):
+  sde = SDES[sde_name]
+  coarse, fine = (_flow_error(sde, method, n, **kwargs) for n in (n_steps, 2 * n_steps))
+  assert window[0] <= coarse / fine <= window[1], (coarse, fine, coarse / fine)
+
+
+@pytest.mark.parametrize("sde_name", ["ve", "vp", "ou", pytest.param("subvp", marks=pytest.mark.slow),
+                                      pytest.param("lambda_ve", marks=pytest.mark.slow)])
+def test_schedules_are_monotone_and_exact(sde_name):
+  sde, eps, n = SDES[sde_name], 1e-3, 12
+  ts = jax.jit(lambda: {s: sampling.get_time_schedule(sde, n, schedule=s, eps=eps)
+                        for s in sampling.SCHEDULES})()
+  for name, t in ts.items():
+    t = np.asarray(t)
+    assert t.shape == (n + 1,) and t[0] == np.float32(sde.T) and t[-1] == np.float32(eps), name
+    assert np.all(np.diff(t) < 0), (name, t)
+  u = np.linspace(0.0, 1.0, n + 1)
+  np.testing.assert_allclose(ts["uniform_t"], sde.T + u * (eps - sde.T), rtol=1e-6)
+  np.testing.assert_allclose(ts["quadratic"], eps + (sde.T - eps) * (1 - u) ** 2, rtol=1e-6)
+  # Uniform in lambda; uniform in sigma_edm^(1/rho) (Karras et al. Eq. 5): the bisection inverse
+  # is exact to float32 round-off of lambda(t).
+  lam = np.asarray(sde.log_snr(ts["log_snr"]), np.float64)
+  np.testing.assert_allclose(np.diff(lam), (lam[-1] - lam[0]) / n, atol=2e-4 * abs(lam[-1] - lam[0]))
+  root = np.asarray(sampling.sigma_edm(sde, ts["edm"]), np.float64) ** (1 / 7)
+  np.testing.assert_allclose(np.diff(root), (root[-1] - root[0]) / n, atol=2e-4 * abs(root[-1] - root[0]))
+
+
+def test_log_snr_inverse_matches_closed_form_ve():
+  """VE: sigma^2 = sigma_min^2 (r^{2t} - 1), lambda = -log sigma  =>  t = log1p(e^{-2 lambda} / sigma_min^2) / (2 log r)."""
+  sde = SDES["ve"]
+  lam = jnp.linspace(-3.9, 6.5, 9)
+  t_closed = np.log1p(np.exp(-2.0 * np.asarray(lam, np.float64)) / sde.sigma_min**2) / (
+      2 * np.log(sde.sigma_max / sde.sigma_min))
+  np.testing.assert_allclose(np.asarray(jax.jit(sampling.t_of_log_snr, static_argnums=0)(sde, lam)),
+                             t_closed, rtol=1e-5)
+
+
+def _tweedie_of_exact_flow(sde, x_T, eps):
+  """E[x0 | x_eps] at the exact x_eps: M + S^2 alpha_eps (x_eps - alpha_eps M) / (alpha_eps^2 S^2 + sigma_eps^2)."""
+  a_e, s_e = _coeffs(sde, eps)
+  return M + S**2 * a_e * (_exact_flow(sde, x_T, eps) - a_e * M) / (a_e**2 * S**2 + s_e**2)
+
+
+# denoise=True: n_steps - 1 solver steps to sigma_edm = 0.1, then the step to sigma = 0 (Tweedie).
+# The last step is exact given x_eps and affine in it, so the solver's order carries over
+# (measured ratios on VP: ddim 1.98, edm_heun 4.19, dpm_solver_2m 3.52).
+DENOISE_ORDER_CASES = [
+    ("ddim", dict(schedule="log_snr"), 41, (1.6, 2.6)),
+    ("edm_heun", dict(schedule="edm"), 21, (3.0, 5.5)),
+    ("dpm_solver_2m", dict(schedule="log_snr"), 41, (3.0, 5.5)),
+]
+
+
+@pytest.mark.parametrize("method,kwargs,n_steps,window", DENOISE_ORDER_CASES,
+                         ids=[c[0] for c in DENOISE_ORDER_CASES])
+def test_denoise_to_zero_keeps_the_convergence_order(method, kwargs, n_steps, window):
+  sde = SDES["vp"]
+  eps = sampling.end_time(sde, sigma_end=0.1)
+  a_e, s_e = _coeffs(sde, eps)
+  assert abs(s_e / a_e - 0.1) < 1e-4  # end_time inverts sigma_edm
+  x_T = np.linspace(-2.0, 2.0, 5, dtype=np.float32)[:, None] * sde.prior_std
+  errors = []
+  for n in (n_steps, 2 * n_steps - 1):  # n - 1 solver steps: 40 -> 80
+    sampler = sampling.get_sampler(sde, (5, 1), method=method, n_steps=n, denoise=True,
+                                   sigma_end=0.1, **kwargs)
+    x, _ = jax.jit(lambda k, x_T: sampler(k, _gaussian_score(sde), x_T=x_T))(jax.random.key(0), x_T)
+    errors.append(float(np.max(np.abs(np.asarray(x, np.float64) - _tweedie_of_exact_flow(sde, x_T, eps)))))
+  assert window[0] <= errors[0] / errors[1] <= window[1], (errors, errors[0] / errors[1])
+
+
+def test_end_time_matches_closed_form_ve():
+  """VE: sigma_edm = sigma_t, so t(sigma_end) = log1p(sigma_end^2 / sigma_min^2) / (2 log r)."""
+  sde = SDES["ve"]
+  for sigma_end in (0.02, 0.1, 1.0):
+    t = np.log1p(sigma_end**2 / sde.sigma_min**2) / (2 * np.log(sde.sigma_max / sde.sigma_min))
+    np.testing.assert_allclose(sampling.end_time(sde, sigma_end=sigma_end), t, rtol=1e-5)
+  assert sampling.end_time(sde, eps=0.02) == 0.02
+
+
+FAST_NFE_CASES = [  # DDIM's count is checked in test_stochastic_samples_count_nfe_and_do_not_depend_on_batch_size
+    ("edm_heun", dict(n_steps=4, S_churn=10.0, S_tmin=0.05, S_tmax=20.0), 7),
+    ("edm_heun", dict(n_steps=4, S_churn=10.0, denoise=True, sigma_end=0.1), 7),
+    ("dpm_solver_2m", dict(n_steps=5), 5),
+    ("dpm_solver_2m", dict(n_steps=5, denoise=True, sigma_end=0.1), 5),
+    ("dpm_solver", dict(n_steps=6, order=3, lower_order_final=False), 6),
+    ("ddim", dict(n_steps=2, denoise=True), 2),
+]
+
+
+@pytest.mark.parametrize("method,kwargs,expected", FAST_NFE_CASES)
+def test_fast_sampler_nfe_equals_independent_count(method, kwargs, expected):
+  sde = SDES["ve"]
+  calls = []
+  sampler = sampling.get_sampler(sde, (3, 1), method=method, **kwargs)
+  x, nfe = _run_counted(lambda: jax.jit(lambda k: sampler(k, _counted(_gaussian_score(sde), calls)))(
+      jax.random.key(0)))
+  assert nfe == expected == len(calls)
+  assert np.all(np.isfinite(np.asarray(x)))
+
+
+def test_ddim_eta_one_is_the_ancestral_step():
+  """One DDIM step T -> s with eta = 1 draws from the posterior q(x_s | x_T, x0_hat), as ancestral sampling."""
+  sde, s, n = SDES["vp"], 0.4, 20000
+  x_T = jnp.full((n, 1), 1.3)
+  score_fn = _gaussian_score(sde)
+  ddim = sampling.get_sampler(sde, (n, 1), method="ddim", n_steps=1, eta=1.0, eps=s)
+
+  @jax.jit
+  def both(key_ddim, key_anc):
+    x_ddim, _ = ddim(key_ddim, score_fn, x_T=x_T)
+    keys = sampling.per_sample_keys(key_anc, n)
+    t_vec, s_vec = jnp.full((n,), sde.T), jnp.full((n,), s)
+    x_anc, _ = sampling.ancestral_sampling(keys, sde.reverse(score_fn), x_T, t_vec, s_vec)
+    return x_ddim[:, 0], x_anc[:, 0]
+
+  x_ddim, x_anc = (np.asarray(v, np.float64) for v in both(jax.random.key(0), jax.random.key(1)))
+  # Both are Gaussian given x_T; tolerances 5 standard errors of the difference.
+  std = x_anc.std()
+  assert abs(x_ddim.mean() - x_anc.mean()) < 5 * std * np.sqrt(2 / n)
+  assert abs(x_ddim.std() - std) < 5 * std * np.sqrt(1 / n)
+
+
+@pytest.mark.parametrize("method,kwargs,expected", [
+    ("ddim", dict(n_steps=5, eta=0.5), 5),
+    pytest.param("edm_heun", dict(n_steps=5, S_churn=5.0), 9, marks=pytest.mark.slow)])
+def test_stochastic_samples_count_nfe_and_do_not_depend_on_batch_size(method, kwargs, expected):
+  sde = SDES["vp"]
+  calls = []
+  score = _counted(_gaussian_score(sde), calls)
+
+  def run(n):
+    sampler = sampling.get_sampler(sde, (n, 1), method=method, **kwargs)
+    x, nfe = _run_counted(lambda: jax.jit(lambda k: sampler(k, score))(jax.random.key(3)))
+    return np.asarray(x), int(nfe)
+
+  (small, nfe_small), (large, nfe_large) = run(3), run(7)
+  assert nfe_small == nfe_large == expected and len(calls) == 2 * expected
+  # The same per-sample keys: equal up to float32 round-off of differently batched kernels.
+  np.testing.assert_allclose(small, large[:3], rtol=1e-5, atol=1e-5)
+
+
+def test_fast_configs_build_and_trajectory_plots_need_a_pc_sampler():
+  """configs/*_gmm_fast.py build; with trajectory plots on, a fast sampler fails at build time."""
+  import run_lib
+  from configs import ve_gmm_fast, vp_gmm_fast
+
+  for module in (ve_gmm_fast, vp_gmm_fast):
+    assert run_lib.build(module.get_config()).config.sampling.denoise
+  config = ve_gmm_fast.get_config()
+  config.eval.n_trajectory = 50
+  with pytest.raises(ValueError, match="eval.n_trajectory=50"):
+    run_lib.build(config)
+
+
+def test_bad_schedule_arguments_raise():
+  with pytest.raises(ValueError, match="sampling.rho"):
+    sampling.get_time_schedule(SDES["vp"], 10, schedule="edm", rho=0.0)
+  with pytest.raises(ValueError, match="sampling.schedule"):
+    sampling.get_time_schedule(SDES["vp"], 10, schedule="cosine")
+
+
+def _energy_ratio(config_name, n_seeds=3, n_refs=2, **sampler_kwargs):
+  """The benchmark's protocol (benchmarks/samplers.py): mean over seeds 0..n_seeds-1 of the energy
+  distance of 10,000 oracle samples (mean over n_refs reference sets) / the 10-pair floor."""
+  import run_lib
+
+  exp = run_lib.build(importlib.import_module(f"configs.{config_name}").get_config())
+  n = 10_000
+  sampler = sampling.get_sampler(exp.sde, (n,) + exp.shape, **sampler_kwargs)
+  fn = jax.jit(lambda k: sampler(k, exp.target.score_fn(exp.sde)))
+  sample_fn = jax.jit(exp.target.sample, static_argnums=1)
+  refs = [sample_fn(k, n) for k in jax.random.split(jax.random.key(12), n_refs)]
+  eds = [np.mean([float(metrics.energy_distance(fn(jax.random.key(s))[0], r)) for r in refs])
+         for s in range(n_seeds)]
+  floor = metrics.metric_floor(jax.random.key(13), sample_fn, n,
+                               lambda k, a, b: metrics.energy_distance(a, b), n_pairs=10)["mean"]
+  return float(np.mean(eds)) / floor
+
+
+# The must-show configuration (configs/*_gmm_fast.py): DPM-Solver++(2M) on the uniform log-SNR grid
+# down to sigma_edm = 0.1, then the step to sigma = 0, 10 NFE in all. Measured (seeds 0, 1, 2):
+# ve_gmm 1.62 [1.21, 0.90, 2.75], vp_gmm 1.44 [1.04, 0.84, 2.44] x floor (without the denoising
+# step, ending at eps = 1e-3: 4.73 and 3.20). Deterministic given the seeds; the bound is the
+# must-show's 2x, a margin of 0.38x / 0.56x.
+FAST = dict(method="dpm_solver_2m", n_steps=10, schedule="log_snr", denoise=True, sigma_end=0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_name", ["vp_gmm", "ve_gmm"])
+def test_must_show_oracle_within_2x_floor_at_10_nfe(config_name):
+  """Must-show: a sampler with 10 NFE and the oracle score is within 2x the energy floor."""
+  ratio = _energy_ratio(config_name, **FAST)
+  assert ratio <= 2.0, ratio
