@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 from typing import Callable
 
 import jax

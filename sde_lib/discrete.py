@@ -25,7 +25,7 @@ import numpy as np
 
 from sde_lib.base import SDE
 from sde_lib.continuous import SubVPSDE, VPSDE
-from utils import bcast as _bcast, is_int
+from utils import bcast as _bcast
 
 Array = jax.Array
 

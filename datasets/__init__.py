@@ -1,0 +1,54 @@
+"""Training data: toy targets with exact densities and scores (`toy`), image datasets (`images`),
+built by name from the config's `data` group."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+
+from datasets.images import DIGITS_N_TEST, DIGITS_SPLIT_SEED, Digits, ImageDataset, NpzImages
+from datasets.toy import DEFAULT_COVS, DEFAULT_MEANS, DEFAULT_WEIGHTS, Box1D, GaussianMixture, Target
+from utils import Registry
+
+DATASETS = Registry("data", "name")
+for _name, _cls in (("gmm", GaussianMixture), ("box1d", Box1D), ("digits", Digits), ("npz", NpzImages)):
+  DATASETS.register(_name, _cls)
+
+
+def is_image_dataset_name(name) -> bool:
+  """Whether data.name=`name` is a registered image dataset."""
+  return name in DATASETS and issubclass(DATASETS.get(name), ImageDataset)
+
+
+def is_image_dataset(target) -> bool:
+  """Whether `target` is an image dataset (no exact density; images [N, H, W, C])."""
+  return isinstance(target, ImageDataset)
+
+
+def register_dataset(name: str, cls) -> None:
+  """Adds a target class to the registry used by `get_dataset` and the configs."""
+  DATASETS.register(name, cls)
+
+
+def get_dataset(name: str, **kwargs) -> Target:
+  """Builds a target by registry name; kwargs are its fields.
+
+  Raises:
+    ValueError: unknown name or field, or a malformed parameter.
+  """
+  return DATASETS.build(name, **kwargs)
+
+
+def get_batch_fn(target, *, labelled: bool = False) -> Callable:
+  """batch_fn(data, key, n) -> x [n, ...], or {"x", "y" (int32)} when `labelled`; `data` is the
+  dataset passed into the jitted step as an argument (an image dataset), or None to use `target`."""
+
+  def batch_fn(data, key, n):
+    source = target if data is None else data
+    if labelled:
+      x, y = source.sample_with_labels(key, n)
+      return {"x": x, "y": y.astype(jnp.int32)}
+    return source.sample(key, n)
+
+  return batch_fn
