@@ -26,7 +26,7 @@ import workdir as wd
 from evaluators.images import check_digits
 from sharding import make_mesh
 from train import Preempted, TrainingDiverged
-from utils import check_fields, check_int, check_real
+from utils import check_fields, check_int, check_real, root_keys
 from workdir import read_metrics
 
 MODES = ("train", "train_classifier", "eval", "sample", "all")
@@ -34,8 +34,6 @@ MODES = ("train", "train_classifier", "eval", "sample", "all")
 # silently mix two experiments. Others (n_iters, logging, sampling, eval) may change.
 RUN_DEFINING = ("seed", "sde", "data", "model", "loss", "optim", "training.batch_size",
                 "training.ema_rate", "training.ema_warmup")
-__all__ = ["Experiment", "build", "train", "train_classifier", "evaluate", "sample", "run", "load_state",
-           "Preempted", "TrainingDiverged", "read_metrics", "make_mesh", "MODES"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +79,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f"{jax.device_count()}.")
   ev = _group(config, "eval")
   evaluators.check(ev.pop("evaluators", []), ev)
-  for f in ("w", "classifier_scale"):
-    check_real(f"guidance.{f}", _group(config, "guidance").get(f, 0.0), low=0.0)
-  for f in _group(config, "guidance"):
+  for f, value in {"w": 0.0, "classifier_scale": 0.0, **_group(config, "guidance")}.items():
     if f not in ("w", "classifier_scale"):
       raise ValueError(f"guidance.{f} is not a field of guidance; allowed fields: ['classifier_scale', 'w'].")
+    check_real(f"guidance.{f}", value, low=0.0)
 
 
 def _validate_data(config, target, num_classes: int) -> None:
@@ -150,14 +147,22 @@ def _experiment(config_or_exp) -> Experiment:
   return config_or_exp if isinstance(config_or_exp, Experiment) else build(config_or_exp)
 
 
-def _root_keys(seed: int) -> dict:
-  names = ("init", "train", "data", "sample", "eval")
-  return dict(zip(names, jax.random.split(jax.random.key(seed), len(names))))
-
-
 def init_state(exp: Experiment, key: jax.Array) -> losses.TrainState:
   params = models.init_params(key, exp.score_model.network, (1,) + exp.shape)
   return losses.init_train_state(params, exp.optimizer)
+
+
+def train_job(exp: Experiment, mesh) -> tuple[train_lib.Job, train_lib.Schedule, losses.TrainState]:
+  """(job, schedule, initial replicated state) of the score model's training."""
+  keys, tr = root_keys(exp.config.seed), exp.config.training
+  data = None
+  if datasets.is_image_dataset(exp.target):  # a pytree of device arrays, replicated
+    data = jax.device_put(exp.target, sharding.replicated(mesh))
+  batch_fn = datasets.get_batch_fn(exp.target, labelled=bool(exp.config.model.get("num_classes", 0)))
+  job = train_lib.Job(exp.train_step, batch_fn, data, keys["data"], keys["train"])
+  sched = train_lib.Schedule(tr.n_iters, tr.batch_size, tr.log_freq, tr.checkpoint_freq, tr.snapshot_freq,
+                             tr.get("device_loop", True))
+  return job, sched, jax.device_put(init_state(exp, keys["init"]), sharding.replicated(mesh))
 
 
 def train(config, workdir: str, *, stop_after: int | None = None, mesh=None) -> losses.TrainState:
@@ -173,14 +178,7 @@ def train(config, workdir: str, *, stop_after: int | None = None, mesh=None) -> 
     wd.check_resume_compatible(json.loads(exp.config.to_json_best_effort()), workdir, RUN_DEFINING)
     wd.write_config(exp.config.to_json_best_effort(indent=2, sort_keys=True), workdir)
     mesh = mesh or make_mesh()
-    keys, tr = _root_keys(exp.config.seed), exp.config.training
-    data = None
-    if datasets.is_image_dataset(exp.target):  # a pytree of device arrays, replicated
-      data = jax.device_put(exp.target, sharding.replicated(mesh))
-    job = train_lib.Job(exp.train_step, datasets.get_batch_fn(exp.target, labelled=bool(exp.config.model.get("num_classes", 0))), data, keys["data"], keys["train"])
-    sched = train_lib.Schedule(tr.n_iters, tr.batch_size, tr.log_freq, tr.checkpoint_freq, tr.snapshot_freq,
-                               tr.get("device_loop", True))
-    state = jax.device_put(init_state(exp, keys["init"]), sharding.replicated(mesh))
+    job, sched, state = train_job(exp, mesh)
     return train_lib.train(job, sched, state, ckpt_root=workdir, metrics_dir=workdir, mesh=mesh,
                            stop_after=stop_after)
 
@@ -217,7 +215,7 @@ def _load(mngr_root: str, snapshot_freq: int, init, what: str):
 
 def load_state(exp: Experiment, workdir: str) -> losses.TrainState:
   """The latest checkpoint in workdir (ValueError if there is none)."""
-  return _load(workdir, exp.config.training.snapshot_freq, init_state(exp, _root_keys(exp.config.seed)["init"]),
+  return _load(workdir, exp.config.training.snapshot_freq, init_state(exp, root_keys(exp.config.seed)["init"]),
                workdir)
 
 
@@ -245,7 +243,7 @@ def sample(config, workdir: str) -> dict:
 
 
 def _context(exp: Experiment, workdir: str, state) -> evaluators.Context:
-  keys, cfg = _root_keys(exp.config.seed), exp.config
+  keys, cfg = root_keys(exp.config.seed), exp.config
   return evaluators.Context(
       sde=exp.sde, target=exp.target, shape=exp.shape, model_score_fn=exp.model_score_fn,
       network=exp.score_model.network, params=state.ema_params, step=int(state.step), key=keys["eval"],

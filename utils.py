@@ -30,6 +30,12 @@ def per_sample_keys(key: Array, n: int) -> Array:
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
 
 
+def root_keys(seed: int) -> dict:
+  """The run's named key streams: init, train, data, sample, eval."""
+  names = ("init", "train", "data", "sample", "eval")
+  return dict(zip(names, jax.random.split(jax.random.key(seed), len(names))))
+
+
 def fold(keys: Array, data) -> Array:
   """fold_in(keys[i], data) for every row i; [B] keys."""
   return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)

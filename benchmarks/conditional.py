@@ -37,18 +37,18 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import datasets  # noqa: E402
-import evaluation  # noqa: E402
+import metrics  # noqa: E402
 import sampling  # noqa: E402
 import sde_lib  # noqa: E402
 from configs import cond_gmm  # noqa: E402
 
 
 def _ed_mean(x, refs):
-  return float(np.mean([evaluation.energy_distance(x, r) for r in refs]))
+  return float(np.mean([metrics.energy_distance(x, r) for r in refs]))
 
 
 def _floor(refs):
-  return float(np.mean([evaluation.energy_distance(refs[i], refs[i + 1]) for i in range(len(refs) - 1)]))
+  return float(np.mean([metrics.energy_distance(refs[i], refs[i + 1]) for i in range(len(refs) - 1)]))
 
 
 def _emit(**row):
@@ -59,7 +59,7 @@ def guided(n: int, n_refs: int, seed: int, seeds: int):
   cfg = cond_gmm.get_config()
   target = datasets.get_dataset(**cfg.data)
   sde = sde_lib.get_sde(**cfg.sde)
-  kw = {k: v for k, v in cfg.sampling.to_dict().items() if k not in ("guidance_w", "classifier_scale")}
+  kw = cfg.sampling.to_dict()
   sampler = sampling.get_sampler(sde, (n, target.dim), **kw)
   cond, marg = target.conditional_score_fn(sde), target.score_fn(sde)
   post = target.class_log_posterior_fn(sde)
@@ -73,7 +73,7 @@ def guided(n: int, n_refs: int, seed: int, seeds: int):
     comp = target.component(label)
     refs = [np.asarray(comp.sample(jax.random.key(1000 * label + i), n)) for i in range(n_refs + 1)]
     floor = _floor(refs)
-    expected = evaluation.energy_distance_expected_floor(refs[0], n, n)
+    expected = metrics.energy_distance_expected_floor(refs[0], n, n)
     for name, fn in methods.items():
       t0 = time.time()
       ratios = []
@@ -117,7 +117,7 @@ def imputation(n: int, n_refs: int, seed: int, x1_values):
       x2 = np.asarray(x)[:, 1:]
       ed = _ed_mean(x2, refs[1:])
       _emit(section="imputation", x1=a, method=name, n=n, nfe=int(nfe), energy_distance=ed, floor=floor,
-            ratio=ed / floor, energy_distance_to_marginal=float(evaluation.energy_distance(x2, marg)),
+            ratio=ed / floor, energy_distance_to_marginal=float(metrics.energy_distance(x2, marg)),
             marginal_vs_exact=_ed_mean(marg, refs[1:]), time_s=round(time.time() - t0, 1))
   # Joint: x1 from p(x1), one imputation per row, against the true joint.
   refs = [np.asarray(target.sample(jax.random.key(700 + i), n)) for i in range(n_refs + 1)]
@@ -167,7 +167,7 @@ def colorization(n: int, n_refs: int, seed: int):
     ed = _ed_mean(u[:, [1, 2, 4, 5]], refs[1:])
     _emit(section="colorization", corrector=corrector, guidance_scale=scale, data_var=data_var,
           unconditional_vs_exact=uncond_vs_exact, n=n, nfe=int(nfe), energy_distance=ed, floor=floor,
-          ratio=ed / floor, energy_distance_to_unconditional=float(evaluation.energy_distance(u[:, [1, 2, 4, 5]], uncond[:, [1, 2, 4, 5]])),
+          ratio=ed / floor, energy_distance_to_unconditional=float(metrics.energy_distance(u[:, [1, 2, 4, 5]], uncond[:, [1, 2, 4, 5]])),
           grey_max_abs_err=float(np.max(np.abs(np.asarray(x).mean(-1) - grey))))
 
 

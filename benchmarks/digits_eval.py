@@ -37,8 +37,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-import classifier  # noqa: E402
-import evaluation  # noqa: E402
+from models import digits as classifier  # noqa: E402
+import metrics  # noqa: E402
 import likelihood  # noqa: E402
 
 LEVELS, N_TEST = 17, 297
@@ -82,7 +82,7 @@ def main():
       clf = clf_s
   emit(kind="classifier_summary", mean_test_accuracy=float(np.mean(accs)), min=min(accs), max=max(accs))
   for n in (297, 1000, 1500):
-    vals = [evaluation.classifier_frechet_distance(jax.random.PRNGKey(k), x_tr[:n], x_tr, x_te,
+    vals = [metrics.classifier_frechet_distance(jax.random.PRNGKey(k), x_tr[:n], x_tr, x_te,
                                                    classifier=clf)["fd_floor"] for k in range(5)]
     emit(kind="fd_floor", n=n, mean=float(np.mean(vals)), std=float(np.std(vals, ddof=1)), values=vals)
   rng = np.random.default_rng(1)
@@ -95,7 +95,7 @@ def main():
       "gaussian": np.clip(np.rint(rng.multivariate_normal(flat.mean(0), np.cov(flat.T), n)), 0, LEVELS - 1),
       "uniform_noise": rng.integers(0, LEVELS, (n, 64))}
   for name, s in baselines.items():
-    out = evaluation.classifier_frechet_distance(jax.random.PRNGKey(0), s.reshape(n, 8, 8, 1), x_tr, x_te,
+    out = metrics.classifier_frechet_distance(jax.random.PRNGKey(0), s.reshape(n, 8, 8, 1), x_tr, x_te,
                                                  classifier=clf)
     emit(kind="fd_baseline", baseline=name, **out)
   te = x_te.reshape(N_TEST, -1).astype(int)

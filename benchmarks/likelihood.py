@@ -30,7 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import datasets  # noqa: E402
-import evaluation  # noqa: E402
+import metrics  # noqa: E402
 import likelihood  # noqa: E402
 import sampling  # noqa: E402
 import sde_lib  # noqa: E402
@@ -91,8 +91,8 @@ def bench_likelihood(name: str, sde, hutchinson_type: str, tols: list[float], n:
 
 def bench_sampler(n: int, seeds: list[int]) -> None:
   refs = [TARGET.sample(k, n) for k in jax.random.split(jax.random.key(12), 10)]
-  floor = evaluation.metric_floor(jax.random.key(13), jax.jit(TARGET.sample, static_argnums=1), n,
-                                  lambda k, a, b: evaluation.energy_distance(a, b), n_pairs=10)
+  floor = metrics.metric_floor(jax.random.key(13), jax.jit(TARGET.sample, static_argnums=1), n,
+                                  lambda k, a, b: metrics.energy_distance(a, b), n_pairs=10)
   for name, sde in [("vesde(sigma_max=50)", sde_lib.VESDE(sigma_max=50.0)),
                     ("vesde(sigma_max=100)", sde_lib.VESDE(sigma_max=100.0)), ("vpsde", sde_lib.VPSDE())]:
     oracle = TARGET.score_fn(sde)
@@ -100,7 +100,7 @@ def bench_sampler(n: int, seeds: list[int]) -> None:
     ratios, nfes, walls = [], [], []
     for seed in seeds:
       (x, nfe), wall_s = _timed(sampler, jax.random.key(seed), oracle)
-      ratios.append(np.mean([float(evaluation.energy_distance(x, r)) for r in refs]) / floor["mean"])
+      ratios.append(np.mean([float(metrics.energy_distance(x, r)) for r in refs]) / floor["mean"])
       nfes.append(int(nfe))
       walls.append(wall_s)
     x0 = TARGET.sample(jax.random.key(5), 256)

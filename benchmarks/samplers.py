@@ -5,9 +5,9 @@
 
 On the default 2-D Gaussian mixture with configs/ve_gmm.py (VESDE 0.01..100) and
 configs/vp_gmm.py (VPSDE 0.1..20), for each sampler and NFE budget in --nfes: the energy
-distance (`evaluation.energy_distance`, mean over --n-refs fixed reference sets of true
+distance (`metrics.energy_distance`, mean over --n-refs fixed reference sets of true
 samples) of 10,000 samples, for each of --seeds, divided by the floor (the mean energy
-distance between two independent true sets, `evaluation.metric_floor(..., n_pairs=10)`).
+distance between two independent true sets, `metrics.metric_floor(..., n_pairs=10)`).
 Scores: the oracle (`datasets.GaussianMixture().score_fn(sde)`) and the EMA parameters of a
 network trained by `run_lib.train` with the config (trained once into --workdir, reused).
 Samplers get the same keys, hence the same prior draws (common random numbers).
@@ -41,7 +41,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-import evaluation  # noqa: E402
+import metrics  # noqa: E402
 import run_lib  # noqa: E402
 import sampling  # noqa: E402
 import sde_lib  # noqa: E402
@@ -113,8 +113,8 @@ class Bench:
     self.target, self.n = target, args.n
     sample_fn = jax.jit(target.sample, static_argnums=1)
     self.refs = [sample_fn(k, args.n) for k in jax.random.split(jax.random.key(12), args.n_refs)]
-    floor = evaluation.metric_floor(jax.random.key(13), sample_fn, args.n,
-                                    lambda k, a, b: evaluation.energy_distance(a, b), n_pairs=10)
+    floor = metrics.metric_floor(jax.random.key(13), sample_fn, args.n,
+                                    lambda k, a, b: metrics.energy_distance(a, b), n_pairs=10)
     self.floor, self.floor_std = floor["mean"], floor["std"]
     self.emit({"benchmark": "samplers_floor", "n": args.n, "floor": self.floor,
                "floor_std": self.floor_std, "n_pairs": 10})
@@ -125,7 +125,7 @@ class Bench:
     return record
 
   def energy(self, x) -> float:
-    return float(np.mean([float(evaluation.energy_distance(x, r)) for r in self.refs]))
+    return float(np.mean([float(metrics.energy_distance(x, r)) for r in self.refs]))
 
   def cell(self, section: str, config: str, score: str, label: str, nfe_budget: int, *,
            sde=None, schedule=None, params=None, start: str = "prior", sigma_end=None) -> dict:

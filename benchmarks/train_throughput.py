@@ -25,6 +25,7 @@ def measure(config_path: str, calls: int) -> dict:
 
   import jax
   import run_lib
+  import train
 
   spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, config_path))
   module = importlib.util.module_from_spec(spec)
@@ -32,18 +33,15 @@ def measure(config_path: str, calls: int) -> dict:
   config = module.get_config()
   exp = run_lib.build(config)
   mesh = run_lib.make_mesh()
-  keys = run_lib._root_keys(config.seed)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  state = jax.device_put(run_lib.init_state(exp, keys["init"]), replicated)
+  job, sched, state = run_lib.train_job(exp, mesh)
   n = config.training.log_freq
   t0 = time.perf_counter()
-  data = run_lib.train_data(exp, mesh)
-  fn = run_lib.compile_multi_step(exp, n, mesh, state, keys["data"], keys["train"], data)
+  fn = train.compile_steps(job, sched, n, mesh, state)
   compile_s = time.perf_counter() - t0
-  state, _ = jax.block_until_ready(fn(state, keys["data"], keys["train"], data))  # warm-up
+  state, _ = jax.block_until_ready(fn(state))  # warm-up
   t0 = time.perf_counter()
   for _ in range(calls):
-    state, metrics = fn(state, keys["data"], keys["train"], data)
+    state, metrics = fn(state)
   jax.block_until_ready(state)
   elapsed = time.perf_counter() - t0
   return {"benchmark": "train_throughput", "config": config_path, "devices": jax.device_count(),

@@ -286,7 +286,7 @@ def test_bad_conditional_fields_raise_before_compiling(tmp_path, field, value, m
 
 
 # The end-to-end cond_gmm run (train, train_classifier, per-class eval) is
-# tests/test_run.py::test_every_config_runs_through_run_lib[cond_gmm].
+# tests/test_run_lib.py::test_every_config_runs_through_run_lib[cond_gmm].
 
 
 def test_train_classifier_needs_a_classifier_group(tmp_path):

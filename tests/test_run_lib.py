@@ -45,7 +45,7 @@ def tiny_image(config, n_iters=4, one_level=False):
   """A few-step image config: a tiny U-Net, 4 sampler steps, small eval sets, a 2-step Euler likelihood.
 
   one_level: a single-resolution U-Net without attention (a third of the compile time), for tests
-  whose subject is not the architecture (tests/test_unet.py covers that).
+  whose subject is not the architecture (tests/test_models.py covers that).
   """
   config.training.update(dict(n_iters=n_iters, log_freq=2, snapshot_freq=2, checkpoint_freq=2, batch_size=16))
   config.model.update(dict(ch=8, num_groups=4))
