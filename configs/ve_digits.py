@@ -16,8 +16,6 @@ def get_config():
   config = get_default_configs()
   config.sde = ml_collections.ConfigDict(dict(name="vesde", sigma_min=0.01, sigma_max=20.0, N=1000))
   config.model.embedding = "fourier"
-  # log sigma spans [-4.6, 3.0]. With NCSN++'s fourier_scale = 16 (8 frequencies here) the
-  # samples stayed visibly noisy (measured: Frechet distance 36 against a floor of 2.9, test
-  # bits/dim 1.958); scale 1, as in the toy configs, gave 3.0 and 1.864 (benchmarks/RESULTS.md).
+  # Scale 1, as in the toy configs, not NCSN++'s 16 (measured in benchmarks/RESULTS.md).
   config.model.fourier_scale = 1.0
   return config
