@@ -67,6 +67,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """
   check_int("seed", config.seed, 0)
   tr = config.training
+  check_fields("training", train_lib.Schedule, tr)
   for f in ("batch_size", "n_iters", "log_freq", "checkpoint_freq", "snapshot_freq"):
     check_int(f"training.{f}", tr[f], 1)
   if not isinstance(tr.get("device_loop", True), bool):
@@ -124,8 +125,8 @@ def build(config: ml_collections.ConfigDict) -> "Experiment":
   _validate_data(config, target, num_classes)
   loss_fn = losses.get_loss_fn(sde, score_model, num_classes=num_classes, **config.loss)
   optimizer = losses.get_optimizer(total_steps=config.training.n_iters, **config.optim)
-  train_step = losses.get_train_step_fn(loss_fn, optimizer, ema_rate=config.training.ema_rate,
-                                        ema_warmup=config.training.ema_warmup)
+  sched = train_lib.Schedule(**config.training)
+  train_step = losses.get_train_step_fn(loss_fn, optimizer, ema_rate=sched.ema_rate, ema_warmup=sched.ema_warmup)
   sampler = sampling.get_sampler(sde, (1,) + shape, **config.sampling)
   n_traj = config.eval.get("n_trajectory", 0) if "plots" in config.eval.evaluators else 0
   if n_traj > sampler.max_trajectory:
@@ -160,8 +161,7 @@ def train_job(exp: Experiment, mesh) -> tuple[train_lib.Job, train_lib.Schedule,
     data = jax.device_put(exp.target, sharding.replicated(mesh))
   batch_fn = datasets.get_batch_fn(exp.target, labelled=bool(exp.config.model.get("num_classes", 0)))
   job = train_lib.Job(exp.train_step, batch_fn, data, keys["data"], keys["train"])
-  sched = train_lib.Schedule(tr.n_iters, tr.batch_size, tr.log_freq, tr.checkpoint_freq, tr.snapshot_freq,
-                             tr.get("device_loop", True))
+  sched = train_lib.Schedule(**tr)
   return job, sched, jax.device_put(init_state(exp, keys["init"]), sharding.replicated(mesh))
 
 
@@ -233,7 +233,7 @@ def sample(config, workdir: str) -> dict:
   """Draws eval.n_samples samples with the trained model; writes samples/samples_<step>.npz."""
   exp = _experiment(config)
   state = load_state(exp, workdir)
-  ctx = _context(exp, workdir, state)
+  ctx = _context(exp, workdir, state, classifier=False)
   x, nfe = ctx.model_sampler(exp.config.eval.n_samples)(ctx.sample_key, state.ema_params)
   path = os.path.join(workdir, "samples", f"samples_{int(state.step)}.npz")
   if sharding.is_primary():
@@ -242,13 +242,14 @@ def sample(config, workdir: str) -> dict:
   return {"path": path, "nfe": int(nfe)}
 
 
-def _context(exp: Experiment, workdir: str, state) -> evaluators.Context:
+def _context(exp: Experiment, workdir: str, state, *, classifier: bool = True) -> evaluators.Context:
   keys, cfg = root_keys(exp.config.seed), exp.config
   return evaluators.Context(
       sde=exp.sde, target=exp.target, shape=exp.shape, model_score_fn=exp.model_score_fn,
       network=exp.score_model.network, params=state.ema_params, step=int(state.step), key=keys["eval"],
       sample_key=keys["sample"], mesh=make_mesh(), sampler_kwargs=cfg.sampling.to_dict(),
-      likelihood_fn=exp.likelihood_fn, guidance=_group(cfg, "guidance"), classifier=_load_classifier(exp, workdir),
+      likelihood_fn=exp.likelihood_fn, guidance=_group(cfg, "guidance"),
+      classifier=_load_classifier(exp, workdir) if classifier else None,
       num_classes=int(cfg.model.get("num_classes", 0)), oracle=bool(cfg.eval.get("oracle", False)),
       plots_dir=os.path.join(workdir, "plots"))
 

@@ -41,7 +41,8 @@ class Preempted(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  """How long and how often: the training group's loop fields (plain values)."""
+  """The consumer of the config's `training` group: how long and how often, and the EMA of the
+  parameters (`losses.get_train_step_fn`'s ema_rate, ema_warmup)."""
 
   n_iters: int
   batch_size: int
@@ -49,6 +50,8 @@ class Schedule:
   checkpoint_freq: int
   snapshot_freq: int
   device_loop: bool = True
+  ema_rate: float = 0.0
+  ema_warmup: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,10 +30,13 @@ for _module in (toy, conditional, images, plots):
     EVALUATORS.register(_name, _fn)
 
 
+def _params(name: str) -> list:
+  return list(inspect.signature(EVALUATORS.get(name)).parameters.values())[1:]
+
+
 def fields_of(name: str) -> set[str]:
   """The config.eval fields evaluator `name` takes."""
-  params = list(inspect.signature(EVALUATORS.get(name)).parameters.values())[1:]
-  return {p.name for p in params}
+  return {p.name for p in _params(name)}
 
 
 def check(names, fields: dict) -> None:
@@ -52,9 +55,7 @@ def check(names, fields: dict) -> None:
       raise ValueError(f"eval.{field} is not a field of the evaluators {list(names)}; their fields: "
                        f"{sorted(taken)}.")
   for name in names:
-    required = [p.name for p in list(inspect.signature(EVALUATORS.get(name)).parameters.values())[1:]
-                if p.default is p.empty]
-    for field in required:
+    for field in (p.name for p in _params(name) if p.default is p.empty):
       if field not in fields:
         raise ValueError(f"eval.evaluators contains {name!r}, which needs the field eval.{field}.")
   for field, low in MIN_VALUES.items():
