@@ -35,22 +35,12 @@ def bits_per_dim(nll: Array, dim: int, *, data_range: str | tuple[float, float] 
                  n_bins: int = 256) -> Array:
   """Converts a continuous NLL (nats per example) of dequantised n_bins-level data to bits/dim.
 
-  Derivation. Let k in {0, ..., L - 1}^D (L = n_bins) be the integer data, w = k + u with
-  u ~ U[0, 1)^D its uniform dequantisation, and y = lo + (hi - lo) w / L the data as the model
-  sees it (`dequantize`), so each level k owns the cell [lo + (hi - lo) k / L, lo + (hi - lo)
-  (k + 1) / L) of width (hi - lo) / L. The discrete model P(k) = int_{[0,1)^D} p_W(k + u) du
-  satisfies, by Jensen, log P(k) >= E_u[log p_W(k + u)], and by the change of variables
-  p_W(w) = p_Y(y) ((hi - lo) / L)^D (Theis et al. 2016; Ho et al. 2019, Sec. 3.1). Hence
+  The dequantisation bound (Theis et al. 2016; Ho et al. 2019, Sec. 3.1; derived in
+  docs/likelihood.md): with y = lo + (hi - lo)(k + u) / L, u ~ U[0, 1)^D,
 
-      -log P(k) <= E_u[-log p_Y(y)] + D log(L / (hi - lo)),
+      -log P(k) <= E_u[-log p_Y(y)] + D log(L / (hi - lo)),   bpd = (nll / D + log(L / (hi - lo))) / ln 2.
 
-      bpd = (nll / D + log(L) - log(hi - lo)) / ln 2,
-
-  i.e. +8 bits/dim for [0, 1] and +7 for [-1, 1] with 256 levels (as in Song et al.'s
-  evaluation), log2(17) - 1 for 17-level digits on [-1, 1]. The bound is tight for a density
-  constant on each dequantisation cell; e.g. the uniform density (hi - lo)^-D on the data range
-  gives exactly log2(L) bits/dim whatever the range. data_range=None gives continuous
-  bits/dim, nll / (D ln 2), with no offset.
+  data_range=None gives continuous bits/dim, nll / (D ln 2), with no offset.
 
   Args:
     nll: negative log-likelihood in nats per example, any shape (e.g. E_u[-log p_Y(y)]).

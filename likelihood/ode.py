@@ -1,25 +1,10 @@
-"""Log-likelihoods via the probability-flow ODE, and the prior mismatch.
+"""Log-likelihoods via the probability-flow ODE (Song et al. 2021, App. D.2), and the prior mismatch.
 
-The probability-flow ODE dx/dt = v(x, t) = f(x, t) - g(t)^2 s(x, t) / 2 (Song et al. 2021,
-Eq. 13) transports p_eps to p_T. Along a trajectory x_t the log density obeys the
-instantaneous change of variables (Chen et al. 2018, Thm. 1; Song et al. App. D.2)
-
-    d log p_t(x_t) / dt = -div_x v(x_t, t),
-
-so with delta = int_eps^T div_x v(x_t, t) dt, integrated jointly with x from x_eps = x,
-
-    log p_eps(x) = log p_T(z) + delta,      z = x_T.
-
-The model's log-likelihood replaces the unknown p_T by the prior: nll = -(log prior(z) + delta).
-For the exact flow (the oracle score) the difference is, per point,
-
-    nll(x) - (-log p_eps(x)) = log p_T(z) - log prior(z)      (the prior mismatch),
-
-whose mean over the data is KL(p_T || prior) (`prior_kl`). The divergence is computed
-exactly (d Jacobian-vector products, for low dimension) or estimated with Hutchinson's
-trace estimator u^T (dv/dx) u (Hutchinson 1989; Grathwohl et al. 2019), one probe per
-example drawn from the key and held fixed along the path, which keeps the ODE smooth and
-the estimate of the integral unbiased.
+Integrating dx/dt = f - g^2 s / 2 with d delta/dt = div_x v from x_eps = x to z = x_T gives
+log p_eps(x) = log p_T(z) + delta (Chen et al. 2018, Thm. 1); the model replaces p_T by the prior,
+so an exact flow's NLL is off by the prior mismatch log p_T(z) - log prior(z), whose mean is
+KL(p_T || prior). The divergence is exact (d JVPs) or Hutchinson's estimate with one fixed probe
+per example (Grathwohl et al. 2019). Derivation: docs/likelihood.md.
 """
 
 from __future__ import annotations
