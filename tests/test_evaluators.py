@@ -18,6 +18,7 @@ import metrics
 import likelihood
 import plotting
 import sde_lib
+from conftest import gaussian_score_at
 
 # --- Frechet distance -------------------------------------------------------------------
 
@@ -144,13 +145,6 @@ def test_gaussian_bound_matches_its_closed_form_and_the_exact_discrete_nll():
 VPSDE = sde_lib.VPSDE(beta_min=0.1, beta_max=20.0, N=1000)
 
 
-def _gaussian_score(mean, var, x, t):
-  """Exact score of N(mean, var I) diffused by VPSDE: -(x - alpha m) / (alpha^2 var + sigma^2).
-  Bound with functools.partial to arrays, so both data ranges share one compilation."""
-  alpha, sigma = (c[:, None] for c in VPSDE.marginal_coeffs(t))
-  return -(x - alpha * mean) / (alpha**2 * var + sigma**2)
-
-
 def test_ode_bits_per_dim_is_invariant_to_the_data_range():
   # The same discrete model expressed on [0, 1] and on [-1, 1] (y' = 2 y - 1: mean 2m - 1,
   # variance 4 s^2): the continuous NLLs differ by D log 2, the offsets by exactly that, and
@@ -161,7 +155,7 @@ def test_ode_bits_per_dim_is_invariant_to_the_data_range():
   key, m, s, levels = jax.random.PRNGKey(4), 0.5, 0.15, 17
   results = {}
   for (lo, hi), mean, std in (((0.0, 1.0), m, s), ((-1.0, 1.0), 2 * m - 1, 2 * s)):
-    score = functools.partial(_gaussian_score, jnp.float32(mean), jnp.float32(std**2))
+    score = functools.partial(gaussian_score_at, VPSDE, jnp.float32(mean), jnp.float32(std**2))
     out = likelihood.dequantized_bits_per_dim(key, nll_fn, score, k, n_bins=levels, data_range=(lo, hi),
                                               batch_size=32)
     exact_fn = lambda key_, score_fn, y: (_gaussian_nll(np.asarray(y, np.float64), mean, std), y, 0)

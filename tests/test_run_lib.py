@@ -1,7 +1,6 @@
 """End to end: every config builds, a few-step run writes the workdir, reruns resume."""
 
 import glob
-import importlib
 import json
 import os
 import subprocess
@@ -13,76 +12,16 @@ import pytest
 
 import datasets
 import run_lib
+from conftest import ROOT, get_config, tiny, tiny_image, with_npz
 import sampling
 import sharding
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                  if not os.path.basename(p).startswith(("_", "default")))
 
 
-def get_config(name):
-  return importlib.import_module(f"configs.{name}").get_config()
-
-
 IMAGE_CONFIGS = [n for n in CONFIGS if datasets.is_image_dataset_name(get_config(n).data.name)]
 TOY_CONFIGS = [n for n in CONFIGS if n not in IMAGE_CONFIGS]
-
-
-def with_npz(config, tmp_path):
-  """An npz config pointed at a small random file of its image size (train and test splits)."""
-  if config.data.name == "npz":
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (24, 32, 32, 3)).astype(np.uint8)
-    path = str(tmp_path / "images.npz")
-    np.savez(path, x=x[:16], y=np.arange(16) % 10, x_test=x[16:], y_test=np.arange(8) % 10)
-    config.data.path = path
-    config.eval.nll_samples = 8  # the file's test split
-  return config
-
-
-def tiny_image(config, n_iters=4, one_level=False):
-  """A few-step image config: a tiny U-Net, 4 sampler steps, small eval sets, a 2-step Euler likelihood.
-
-  one_level: a single-resolution U-Net without attention (a third of the compile time), for tests
-  whose subject is not the architecture (tests/test_models.py covers that).
-  """
-  config.training.update(dict(n_iters=n_iters, log_freq=2, snapshot_freq=2, checkpoint_freq=2, batch_size=16))
-  config.model.update(dict(ch=8, num_groups=4))
-  if one_level:
-    config.model.update(dict(ch_mult=(1,), attn_resolutions=()))
-  config.sampling.n_steps = 4
-  config.eval.update(dict(n_samples=32, n_grid=16, nll_samples=8, nll_batch_size=8))
-  config.eval.classifier.n_steps = 20
-  config.likelihood.update(dict(solver="euler", n_steps=2))
-  return config
-
-
-def tiny(config, n_iters=20, plots=False):
-  """A few-step version of a config: small sampler grid, few samples, no plots (unless `plots`)."""
-  config.training.n_iters = n_iters
-  config.training.log_freq = 10
-  config.training.snapshot_freq = 10
-  config.training.checkpoint_freq = 10
-  config.training.batch_size = 64
-  config.sde.N = 20
-  config.eval.n_samples = 400
-  config.eval.n_floor_pairs = 2
-  config.eval.n_trajectory = 5
-  config.eval.n_trajectory_samples = 16
-  config.eval.score_error_samples = 64
-  if not plots:
-    config.eval.evaluators = [e for e in config.eval.evaluators if e != "plots"]
-    del config.eval["n_trajectory"], config.eval["n_trajectory_samples"]
-  if "nll_samples" in config.eval:
-    config.eval.nll_samples = 64
-  if "vlb" in config.eval:
-    config.eval.vlb["n_points"] = 64
-  if "classifier" in config:
-    config.classifier.n_iters, config.classifier.log_freq, config.classifier.batch_size = 20, 10, 64
-  if "n_class_samples" in config.eval:
-    config.eval.n_class_samples = 200
-  return config
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -20,34 +20,14 @@ import datasets
 import metrics
 import sampling
 import sde_lib
+from conftest import ROOT, counted, gaussian_score, run_counted
 
 TARGET = datasets.GaussianMixture()
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _sample(sde, n, key=0, **kwargs):
   sampler = sampling.get_sampler(sde, (n, 2), **kwargs)
   return jax.jit(lambda k: sampler(k, TARGET.score_fn(sde)))(jax.random.key(key))
-
-
-def _counted(score_fn, calls, traces=None):
-  """score_fn that appends to `calls` at run time (one per evaluation) and to `traces` when traced."""
-
-  def counted(x, t):
-    if traces is not None:
-      traces.append(1)
-    jax.debug.callback(lambda: calls.append(1))
-    return score_fn(x, t)
-
-  return counted
-
-
-def _run_counted(fn):
-  """fn() after all its debug callbacks have run."""
-  out = fn()
-  jax.block_until_ready(out)
-  jax.effects_barrier()
-  return out
 
 
 # --- the PC sampler ------------------------------------------------------------------------
@@ -80,7 +60,7 @@ def test_nfe_equals_independent_count(predictor, corrector, n_steps, denoise, ex
   calls = []
   sampler = sampling.get_sampler(sde, (8, 2), predictor=predictor, corrector=corrector,
                                  n_steps=n_steps, denoise=denoise)
-  x, nfe = _run_counted(lambda: jax.jit(lambda k: sampler(k, _counted(TARGET.score_fn(sde), calls)))(
+  x, nfe = run_counted(lambda: jax.jit(lambda k: sampler(k, counted(TARGET.score_fn(sde), calls)))(
       jax.random.key(0)))
   assert nfe == expected == len(calls)
 
@@ -326,13 +306,13 @@ def test_eager_pc_sampler_on_a_3d_mixture_finishes():
 def test_ode_nfe_equals_independent_count_and_tolerances_do_not_recompile(solver, n_steps, denoise):
   sde = sde_lib.VESDE()
   calls, traces = [], []
-  score = _counted(TARGET.score_fn(sde), calls, traces)
+  score = counted(TARGET.score_fn(sde), calls, traces)
   sampler = sampling.get_sampler(sde, (16, 2), method="ode", solver=solver, n_steps=n_steps,
                                  denoise=denoise, rtol=1e-3, atol=1e-3)
   n_traces = []
   for rtol in (1e-3, 1e-4):
     calls.clear()
-    x, nfe = _run_counted(lambda: sampler(jax.random.key(0), score, rtol=rtol, atol=rtol))
+    x, nfe = run_counted(lambda: sampler(jax.random.key(0), score, rtol=rtol, atol=rtol))
     assert int(nfe) == len(calls) > 0
     assert np.all(np.isfinite(np.asarray(x)))
     n_traces.append(len(traces))
@@ -423,14 +403,6 @@ def _coeffs(sde, t):
   return float(alpha[0]), float(sigma[0])
 
 
-def _gaussian_score(sde):
-  def score_fn(x, t):
-    alpha, sigma = (c[:, None] for c in sde.marginal_coeffs(t))
-    return -(x - alpha * M) / (alpha**2 * S**2 + sigma**2)
-
-  return score_fn
-
-
 def _exact_flow(sde, x_T, eps):
   """x_eps = alpha_eps M + sqrt(alpha_eps^2 S^2 + sigma_eps^2) (x_T - alpha_T M) / sqrt(alpha_T^2 S^2 + sigma_T^2)."""
   (a_T, s_T), (a_e, s_e) = _coeffs(sde, sde.T), _coeffs(sde, eps)
@@ -441,7 +413,7 @@ def _flow_error(sde, method, n_steps, **kwargs):
   """Max error over 5 fixed latents x_T in [-2, 2] prior std of a deterministic sampler vs the exact map."""
   x_T = np.linspace(-2.0, 2.0, 5, dtype=np.float32)[:, None] * sde.prior_std
   sampler = sampling.get_sampler(sde, (5, 1), method=method, n_steps=n_steps, **kwargs)
-  x, _ = jax.jit(lambda k, x_T: sampler(k, _gaussian_score(sde), x_T=x_T))(jax.random.key(0), x_T)
+  x, _ = jax.jit(lambda k, x_T: sampler(k, gaussian_score(sde, M, S**2), x_T=x_T))(jax.random.key(0), x_T)
   return float(np.max(np.abs(np.asarray(x, np.float64) - _exact_flow(sde, x_T, 1e-3))))
 
 
@@ -531,7 +503,7 @@ def test_denoise_to_zero_keeps_the_convergence_order(method, kwargs, n_steps, wi
   for n in (n_steps, 2 * n_steps - 1):  # n - 1 solver steps: 40 -> 80
     sampler = sampling.get_sampler(sde, (5, 1), method=method, n_steps=n, denoise=True,
                                    sigma_end=0.1, **kwargs)
-    x, _ = jax.jit(lambda k, x_T: sampler(k, _gaussian_score(sde), x_T=x_T))(jax.random.key(0), x_T)
+    x, _ = jax.jit(lambda k, x_T: sampler(k, gaussian_score(sde, M, S**2), x_T=x_T))(jax.random.key(0), x_T)
     errors.append(float(np.max(np.abs(np.asarray(x, np.float64) - _tweedie_of_exact_flow(sde, x_T, eps)))))
   assert window[0] <= errors[0] / errors[1] <= window[1], (errors, errors[0] / errors[1])
 
@@ -560,7 +532,7 @@ def test_fast_sampler_nfe_equals_independent_count(method, kwargs, expected):
   sde = SDES["ve"]
   calls = []
   sampler = sampling.get_sampler(sde, (3, 1), method=method, **kwargs)
-  x, nfe = _run_counted(lambda: jax.jit(lambda k: sampler(k, _counted(_gaussian_score(sde), calls)))(
+  x, nfe = run_counted(lambda: jax.jit(lambda k: sampler(k, counted(gaussian_score(sde, M, S**2), calls)))(
       jax.random.key(0)))
   assert nfe == expected == len(calls)
   assert np.all(np.isfinite(np.asarray(x)))
@@ -570,7 +542,7 @@ def test_ddim_eta_one_is_the_ancestral_step():
   """One DDIM step T -> s with eta = 1 draws from the posterior q(x_s | x_T, x0_hat), as ancestral sampling."""
   sde, s, n = SDES["vp"], 0.4, 20000
   x_T = jnp.full((n, 1), 1.3)
-  score_fn = _gaussian_score(sde)
+  score_fn = gaussian_score(sde, M, S**2)
   ddim = sampling.get_sampler(sde, (n, 1), method="ddim", n_steps=1, eta=1.0, eps=s)
 
   @jax.jit
@@ -594,11 +566,11 @@ def test_ddim_eta_one_is_the_ancestral_step():
 def test_stochastic_samples_count_nfe_and_do_not_depend_on_batch_size(method, kwargs, expected):
   sde = SDES["vp"]
   calls = []
-  score = _counted(_gaussian_score(sde), calls)
+  score = counted(gaussian_score(sde, M, S**2), calls)
 
   def run(n):
     sampler = sampling.get_sampler(sde, (n, 1), method=method, **kwargs)
-    x, nfe = _run_counted(lambda: jax.jit(lambda k: sampler(k, score))(jax.random.key(3)))
+    x, nfe = run_counted(lambda: jax.jit(lambda k: sampler(k, score))(jax.random.key(3)))
     return np.asarray(x), int(nfe)
 
   (small, nfe_small), (large, nfe_large) = run(3), run(7)

@@ -14,7 +14,7 @@ import pytest
 
 import losses
 import run_lib
-from test_run_lib import ROOT, get_config, tiny
+from conftest import ROOT, get_config, tiny
 
 CACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"score_sde_jax_test_cache_{os.getuid()}")
 TRAIN_ARGS = ["--config.training.n_iters=400", "--config.training.log_freq=10",
