@@ -12,6 +12,7 @@ from scipy import integrate, special, stats
 
 import datasets
 import sde_lib
+from configs import cond_gmm
 
 EPS32 = float(np.finfo(np.float32).eps)  # 2^-23
 B = 64  # test points per call: one compiled shape for every jitted density / score
@@ -388,3 +389,44 @@ def test_get_dataset_unknown_name_lists_valid_names():
 def test_get_dataset_unknown_field(name, field):
   with pytest.raises(ValueError, match=rf"data\.{field} is not a field"):
     datasets.get_dataset(name, **{field: 1.0})
+
+
+# --- conditional generation ---
+
+COND = datasets.get_dataset(**cond_gmm.get_config().data)  # 3 components, labels = components
+
+
+MIX = datasets.GaussianMixture()  # the default 2-component mixture
+
+
+def _points(n=64, seed=0):
+  return jax.random.normal(jax.random.key(seed), (n, 2)) * 2.0
+
+
+@pytest.mark.parametrize("alpha,sigma", [(1.0, 0.0), (0.8, 0.6), (0.1, 3.0)])
+def test_exact_class_score_and_posterior_match_components(alpha, sigma):
+  x, k = _points(), COND.num_classes
+  for label in range(k):
+    comp = COND.component(label)
+    np.testing.assert_allclose(COND.conditional_score_t(x, label, alpha, sigma), comp.score_t(x, alpha, sigma),
+                               rtol=1e-5, atol=1e-5)
+  # The null label K is the mixture score; the posterior is Bayes' rule.
+  np.testing.assert_allclose(COND.conditional_score_t(x, k, alpha, sigma), COND.score_t(x, alpha, sigma), atol=1e-5)
+  log_post = COND.class_log_posterior_t(x, alpha, sigma)
+  bayes = jnp.stack([COND.component(c).log_prob_t(x, alpha, sigma) + np.log(COND.weights[c]) for c in range(k)], 1)
+  np.testing.assert_allclose(log_post, bayes - COND.log_prob_t(x, alpha, sigma)[:, None], atol=1e-4)
+
+
+def test_condition_is_the_normalised_slice_of_the_joint():
+  """log p(x2 | x1 = a) - log p(a, x2) is constant in x2 and equals -log int p(a, x2) dx2 (trapezoid, 4001 nodes)."""
+  x2 = np.linspace(-8.0, 8.0, 4001)[:, None]
+  for a in (-1.0, 0.5, 3.0):
+    cond = MIX.condition([0], [a])
+    joint = np.asarray(MIX.log_prob(jnp.asarray(np.concatenate([np.full_like(x2, a), x2], 1), jnp.float32)))
+    diff = np.asarray(cond.log_prob(jnp.asarray(x2, jnp.float32))) - joint
+    assert np.std(diff) < 1e-5
+    np.testing.assert_allclose(np.mean(diff), -np.log(np.trapezoid(np.exp(joint), x2[:, 0])), atol=1e-4)
+  with pytest.raises(ValueError, match="known"):
+    MIX.condition([0, 1], [0.0, 0.0])
+  with pytest.raises(ValueError, match="class label"):
+    MIX.component(2)

@@ -262,3 +262,20 @@ def test_image_grid_maps_the_data_range(tmp_path):
   assert grey[10:18, 10:18].min() == 1.0  # the empty slot stays white
   with pytest.raises(ValueError, match="data_range"):
     plotting.plot_image_grid(tmp_path / "h.png", images, data_range=(1.0, -1.0))
+
+
+# --- conditional generation ---
+
+def test_per_class_plots_write_one_grid_row_per_class_for_images(tmp_path):
+  """Class samples [K, n, H, W, C] give plots/class_grid.png with a row of (up to 10) per class."""
+  import types
+  import matplotlib.image
+  from evaluators import plots
+
+  target = types.SimpleNamespace(to_unit=lambda a: a, scale=lambda u: u, train_x=np.zeros((4, 4, 4, 1)))
+  ctx = types.SimpleNamespace(plots_dir=str(tmp_path / "plots"), target=target,
+                              arrays={"model": np.zeros((4, 4, 4, 1)),
+                                      "per_class": np.stack([np.full((10, 4, 4, 1), k / 2.0) for k in range(3)])})
+  plots.image_plots(ctx, n_grid=4)
+  grid = matplotlib.image.imread(tmp_path / "plots" / "class_grid.png")
+  assert grid.shape[:2] == (3 * (4 + 2) + 2, 10 * (4 + 2) + 2)  # 3 rows x 10 columns, 2-pixel padding

@@ -9,6 +9,9 @@ import datasets
 import losses
 import models
 import sde_lib
+from configs import cond_gmm
+import math
+from scipy import stats
 
 ALL_SDES = [sde_lib.VESDE(), sde_lib.VPSDE(), sde_lib.SubVPSDE(), sde_lib.OUSDE(), sde_lib.LambdaVESDE()]
 
@@ -136,3 +139,139 @@ def test_mlp_output_depends_on_time_and_is_zero_at_init():
 def test_bad_arguments_raise(fn, kwargs, match):
   with pytest.raises(ValueError, match=match):
     fn(**kwargs)
+
+
+# --- conditional generation ---
+
+COND = datasets.get_dataset(**cond_gmm.get_config().data)  # 3 components, labels = components
+
+
+def test_conditional_loss_uses_labels_and_label_dropout():
+  """DSM with the exact scores (8,192 pairs): the exact class score gives a lower loss than the
+  marginal score (labels carry information); label_dropout = 1 replaces every label by the null
+  label, the marginal score, and equals the unconditional loss exactly (same keys)."""
+  sde = sde_lib.VPSDE()
+  cond = COND.conditional_score_fn(sde)
+  cond_model = lambda params, x, t, y=None: cond(x, t, y)
+  x, y = COND.sample_with_labels(jax.random.key(0), 8192)
+  key = jax.random.key(1)
+  get = lambda p: losses.get_sde_loss_fn(sde, cond_model, num_classes=3, label_dropout=p)
+  with_labels = get(0.0)(key, None, {"x": x, "y": y})
+  all_dropped = get(1.0)(key, None, {"x": x, "y": y})
+  unconditional = losses.get_sde_loss_fn(sde, lambda params, x, t: cond(x, t))(key, None, x)
+  np.testing.assert_allclose(all_dropped, unconditional, rtol=1e-6)
+  assert with_labels < unconditional - 0.01
+  dropped = losses.drop_labels(jax.random.key(2), y, 3, 0.2)
+  frac = float(jnp.mean(dropped == 3))
+  assert abs(frac - 0.2) < 5 * np.sqrt(0.2 * 0.8 / 8192)  # 5 binomial standard errors
+  with pytest.raises(ValueError, match="label_dropout"):
+    losses.get_sde_loss_fn(sde, cond_model, label_dropout=0.1)
+
+
+def test_classifier_loss_is_minimised_by_the_exact_posterior():
+  """Cross-entropy on perturbed data (4,096 pairs, same keys): the exact log p_t(c | x_t) beats
+  every perturbation of it (random logit offsets of size 0.5), and the uniform classifier's loss is log K."""
+  sde = sde_lib.VESDE(sigma_max=20.0)
+  post = COND.class_log_posterior_fn(sde)
+  x, y = COND.sample_with_labels(jax.random.key(0), 4096)
+  loss = lambda fn: losses.get_classifier_loss_fn(sde, fn)(jax.random.key(1), None, (x, y))
+  exact = loss(lambda p, x, t: post(x, t))
+  for i in range(3):
+    offset = 0.5 * jax.random.normal(jax.random.key(10 + i), (1, 3))
+    skew = lambda p, x, t, o=offset: jax.nn.log_softmax(post(x, t) + o * (1.0 + t[:, None]), axis=-1)
+    assert loss(skew) > exact
+  np.testing.assert_allclose(loss(lambda p, x, t: jnp.zeros((x.shape[0], 3))), np.log(3.0), rtol=1e-6)
+  clf = models.get_classifier(num_classes=3, hidden=8, depth=1)
+  fn = models.get_classifier_fn(sde, clf)
+  params = models.init_params(jax.random.key(0), clf, (1, 2))
+  np.testing.assert_allclose(jnp.exp(fn(params, x[:4], jnp.full((4,), 0.5))), 1.0 / 3, rtol=1e-6)  # zero-init head
+
+
+# --- discrete DDPM / SMLD ---
+
+def _gaussian_eps(s, var):
+  """Exact eps*(x, t) = E[eps | x_t] = sigma x / (a^2 var + sigma^2) for data N(0, var I)."""
+
+  def eps_fn(params, x, t):
+    a2 = jnp.asarray(s.alpha_bar, jnp.float32)[t][:, None]
+    return jnp.sqrt(1 - a2) * x / (a2 * var + 1 - a2)
+
+  return eps_fn
+
+
+def _train(loss_fn, exact_loss_fn, params, n_steps, *, lr):
+  """(loss at init, after n_steps, with the exact eps / score): the same key and 8192 examples for all three."""
+  target = datasets.GaussianMixture()
+  opt = losses.get_optimizer(lr=lr, warmup_steps=20, total_steps=n_steps)
+  step = losses.get_train_step_fn(loss_fn, opt)
+
+  @jax.jit
+  def train(state):
+    body = lambda st, i: step(st, target.sample(jax.random.fold_in(jax.random.key(1), i), 256), jax.random.key(2))
+    return jax.lax.scan(body, state, jnp.arange(n_steps))[0]
+
+  state = train(losses.init_train_state(params, opt))
+  batch = target.sample(jax.random.key(3), 8192)
+  evaluate = jax.jit(lambda f, p: f(jax.random.key(4), p, batch), static_argnums=0)
+  return (float(evaluate(loss_fn, params)), float(evaluate(loss_fn, state.params)),
+          float(evaluate(exact_loss_fn, None)))
+
+
+def test_ddpm_loss_with_exact_eps_matches_closed_form():
+  """With the exact eps of N(0, v I) data the residual per dim is N(0, r_t), r_t = a^2 v / (a^2 v + sigma^2);
+  the loss is the mean over t of E rho(N(0, r_t)) (l2: r, l1: sqrt(2 r / pi), huber: in closed form)."""
+  s, var, n = sde_lib.linear_schedule(1000), 2.25, 400_000
+  batch = math.sqrt(var) * jax.random.normal(jax.random.key(0), (n, 2))
+  types = ("l2", "l1", "huber")
+  fns = [losses.get_ddpm_loss_fn(s, _gaussian_eps(s, var), loss_type=lt, reduce_mean=rm)
+         for lt in types for rm in (True, False)]
+  values = jax.jit(lambda k, b: [f(k, None, b) for f in fns])(jax.random.key(1), batch)
+  ab = s.alpha_bar[1:]
+  r = ab * var / (ab * var + 1 - ab)
+  c = 1 / np.sqrt(r)
+  huber = (0.5 * r * (2 * stats.norm.cdf(c) - 1 - 2 * c * stats.norm.pdf(c))
+           + 2 * np.sqrt(r) * stats.norm.pdf(c) - (1 - stats.norm.cdf(c)))
+  for k, (loss_type, per_t) in enumerate(zip(types, (r, np.sqrt(2 * r / np.pi), huber))):
+    loss, loss_sum = float(values[2 * k]), float(values[2 * k + 1])
+    # Per-example loss (mean of 2 dims): variance <= Var(e^2) / 2 + Var_t(r) <= 1 + 1/4, SE <= sqrt(1.25 / n); 5 SE.
+    assert abs(loss - per_t.mean()) < 5 * math.sqrt(1.25 / n), (loss_type, loss, per_t.mean())
+    # Summing over dimensions instead of averaging multiplies the same draws by d = 2 (float32 round-off).
+    np.testing.assert_allclose(loss_sum, 2 * loss, rtol=1e-5)
+
+
+def test_smld_loss_with_exact_score_matches_closed_form():
+  """For data N(0, v I_d) and the exact score -x~ / (v + sigma^2): 1/2 E||sigma s + z||^2 = d v / (2 (v + sigma^2))."""
+  var, d, n = 2.25, 2, 400_000
+  sigmas = sde_lib.geometric_sigmas(0.01, 10.0, 10)
+  batch = math.sqrt(var) * jax.random.normal(jax.random.key(0), (n, d))
+  score = lambda params, x, sigma: -x / (var + sigma[:, None] ** 2)
+  loss = float(jax.jit(losses.get_smld_loss_fn(sigmas, score))(jax.random.key(1), None, batch))
+  expected = np.mean(d * var / (2 * (var + sigmas**2)))
+  # Per-example: 1/2 sum of 2 squares of N(0, <= 1) (variance <= 1) plus the spread over levels (<= 1/4): 5 SE.
+  assert abs(loss - expected) < 5 * math.sqrt(1.25 / n), (loss, expected)
+
+
+@pytest.mark.slow
+def test_short_training_reduces_the_loss():
+  """200 steps of the MLP with L_simple through losses.get_train_step_fn close >= 80% of the gap between
+  the loss at init (the zero output layer gives eps_theta = 0, loss E z^2 = 1 per dim) and the minimum,
+  the loss of the exact eps on the same draws (paired, so the comparison has little Monte Carlo noise)."""
+  target, s = datasets.GaussianMixture(), sde_lib.linear_schedule(1000)
+  model = models.get_model("mlp", hidden=64, depth=1, embed_dim=16, fourier_scale=1.0)
+  exact = models.exact_eps_fn(target, s)
+  before, after, best = _train(losses.get_ddpm_loss_fn(s, models.get_eps_fn(model, s)),
+                               losses.get_ddpm_loss_fn(s, lambda p, x, t: exact(x, t)),
+                               models.init_params(jax.random.key(0), model, (1, 2)), 200, lr=1e-2)
+  assert before > 0.9 and after - best < 0.2 * (before - best), (before, after, best)  # measured 0.99, 0.33, 0.33
+
+
+@pytest.mark.slow
+def test_short_smld_training_reduces_the_loss():
+  """The same for SMLD (get_smld_score_fn + get_smld_loss_fn, 10 geometric levels): at init s_theta = 0
+  and the loss is E||z||^2 / 2 = d / 2 = 1; the exact score of the mixture perturbed by sigma gives the minimum."""
+  target, sigmas = datasets.GaussianMixture(), sde_lib.geometric_sigmas(0.01, 5.0, 10)
+  model = models.get_model("mlp", hidden=64, depth=1, embed_dim=16, fourier_scale=0.3)
+  before, after, best = _train(losses.get_smld_loss_fn(sigmas, models.get_smld_score_fn(model)),
+                               losses.get_smld_loss_fn(sigmas, lambda p, x, sigma: target.score_t(x, 1.0, sigma)),
+                               models.init_params(jax.random.key(0), model, (1, 2)), 300, lr=1e-2)
+  assert before > 0.9 and after - best < 0.2 * (before - best), (before, after, best)  # measured 0.99, 0.75, 0.75

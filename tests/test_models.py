@@ -116,3 +116,47 @@ def test_bad_input_shape_raises(shape, kwargs, match):
   model = models.get_model("unet", **{**TINY, **kwargs})
   with pytest.raises(ValueError, match=match):
     model.validate_input(shape)
+
+
+# --- conditional generation ---
+
+def test_conditional_mlp_uses_labels_and_keeps_the_unconditional_network():
+  x, c = jnp.ones((3, 2)), jnp.full((3,), 0.5)
+  uncond = models.get_model("mlp", hidden=8, depth=1)
+  params = models.init_params(jax.random.key(0), uncond, (1, 2))
+  assert "label_embed" not in params
+  with pytest.raises(ValueError, match="model.num_classes"):
+    models.get_model("mlp", num_classes=-1)
+  net = models.get_model("mlp", hidden=8, depth=1, num_classes=3)
+  p = models.init_params(jax.random.key(0), net, (1, 2))
+  assert p["label_embed"]["embedding"].shape == (4, 32)  # K + 1 rows, the last one the null label
+  # A non-zero output layer, so labels show in the output.
+  p = jax.tree.map(lambda a: a + 0.1, p)
+  out = lambda y: net.apply({"params": p}, x, c, y=y)
+  np.testing.assert_array_equal(out(None), out(jnp.full((3,), 3)))
+  assert not np.allclose(out(jnp.array([0, 0, 0])), out(jnp.array([1, 1, 1])))
+  score = models.get_score_fn(sde_lib.VPSDE(), net)
+  np.testing.assert_array_equal(score(p, x, c), score(p, x, c, None))
+
+
+# --- discrete DDPM / SMLD ---
+
+def test_score_bridge():
+  """A discretely trained eps-network as a continuous score: score(x, t) = -eps(x, c = t) / sigma(t)."""
+  s = sde_lib.linear_schedule(100)
+  sde = sde_lib.DiscreteVPSDE(schedule="linear", N=100)
+  model = models.get_model("mlp", hidden=16, depth=1, embed_dim=8, fourier_scale=1.0)
+  params = jax.jit(lambda k: jax.tree.map(  # perturbed, so that the zero-initialised output is not zero
+      lambda p: p + 0.3 * jax.random.normal(k, p.shape), models.init_params(k, model, (1, 2))))(jax.random.key(0))
+  x = jax.random.normal(jax.random.key(2), (6, 2))
+  i = jnp.array([1, 2, 17, 50, 99, 100])
+  t = jnp.array([0.004, 0.0137, 0.25, 0.5, 0.77, 1.0])
+  generic = models.get_score_fn(sde, model, parameterization="eps", conditioning="t", input_scaling=False)
+  eps, score, bridged, reference = jax.jit(lambda p: (
+      models.get_eps_fn(model, s)(p, x, i), models.get_model_score_fn(model, s)(p, x, i / 100.0),
+      models.get_model_score_fn(model, s)(p, x, t), generic(p, x, t)))(params)
+  # score = -eps / sqrt(1 - alpha_bar_i) at t_i = i / T (float32 round-off).
+  sigma_i = np.sqrt(s.one_minus_alpha_bar[np.asarray(i)])[:, None]
+  np.testing.assert_allclose(np.asarray(score), -np.asarray(eps) / sigma_i, rtol=1e-5, atol=1e-6)
+  # The same function as models.get_score_fn on DiscreteVPSDE (eps, conditioned on t, no input scaling), any t.
+  np.testing.assert_allclose(np.asarray(bridged), np.asarray(reference), rtol=1e-6, atol=1e-6)

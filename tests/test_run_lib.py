@@ -15,6 +15,11 @@ import run_lib
 from conftest import ROOT, get_config, tiny, tiny_image, with_npz
 import sampling
 import sharding
+import losses
+import models
+import sde_lib
+from configs import cond_gmm
+import likelihood
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                  if not os.path.basename(p).startswith(("_", "default")))
@@ -239,3 +244,47 @@ def test_image_config_errors(tmp_path):
   with pytest.raises(ValueError, match="contains 'frechet', which needs labelled 8x8"):
     run_lib.build(cifar)
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
+
+
+# --- conditional generation ---
+
+@pytest.mark.parametrize("field,value,match", [
+    ("model.num_classes", 2, "model.num_classes=2 must equal"),
+    ("guidance.w", -1.0, "guidance.w"),
+    ("guidance.classifier_scale", -0.5, "guidance.classifier_scale"),
+    ("loss.label_dropout", 1.5, "loss.label_dropout"),
+    ("classifier.n_iters", 0, "classifier.n_iters"),
+    ("classifier.conditioning", "xx", "classifier.conditioning"),
+    ("eval.n_class_samples", 0, "eval.n_class_samples")])
+def test_bad_conditional_fields_raise_before_compiling(tmp_path, field, value, match):
+  config = cond_gmm.get_config()
+  group, key = field.split(".")
+  config[group][key] = value
+  with pytest.raises(ValueError, match=match):
+    run_lib.run(config, str(tmp_path / "w"), "all")
+  assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_train_classifier_needs_a_classifier_group(tmp_path):
+  config = cond_gmm.get_config()
+  del config.classifier
+  config.guidance.classifier_scale = 0.0
+  with pytest.raises(ValueError, match="classifier"):
+    run_lib.run(config, str(tmp_path / "w"), "train_classifier")
+
+
+# --- discrete DDPM / SMLD ---
+
+def test_ddpm_config_groups_build_the_library_objects():
+  """What run_lib.build does for configs/ddpm_gmm.py, group by group (every field consumed)."""
+  from configs.ddpm_gmm import get_config
+
+  config = get_config()
+  sde = sde_lib.get_sde(**config.sde)
+  schedule = sde_lib.schedule_of(sde)
+  assert isinstance(sde, sde_lib.DiscreteVPSDE) and schedule.T == 1000
+  score_model = models.get_score_model(sde, **config.model)
+  assert config.loss.name == "ddpm"
+  losses.get_loss_fn(sde, score_model, **config.loss)
+  sampling.get_sampler(sde, (4, 2), **config.sampling)
+  likelihood.get_vlb_fn(schedule, **{k: v for k, v in config.eval.vlb.items() if k != "n_points"})

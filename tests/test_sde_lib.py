@@ -9,9 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import integrate, stats
 
 import sde_lib
+from scipy import integrate, stats
+import likelihood
+import losses
+import sampling
 
 EPS32 = float(np.finfo(np.float32).eps)  # 2^-23
 
@@ -451,3 +454,148 @@ def test_get_sde_unknown_field(name, field):
 def test_get_sde_rejects_out_of_range_values(name, kwargs, field):
   with pytest.raises(ValueError, match=rf"sde\.{field}=\S+ is invalid"):
     sde_lib.get_sde(name, **kwargs)
+
+
+# --- discrete DDPM / SMLD ---
+
+SCHEDULES = {"linear": sde_lib.linear_schedule, "cosine": sde_lib.cosine_schedule}
+
+
+def test_linear_schedule_is_ho_et_al_and_scales_with_T():
+  s = sde_lib.linear_schedule(1000)
+  np.testing.assert_allclose(s.beta[1:], np.linspace(1e-4, 0.02, 1000), rtol=1e-12)
+  s200 = sde_lib.linear_schedule(200)  # Nichol & Dhariwal: 1000 / T times both ends
+  np.testing.assert_allclose(s200.beta[[1, -1]], [5e-4, 0.1], rtol=1e-12)
+  # Scaling keeps sum(beta) = 10.05 exactly, so alpha_bar_T ~ exp(-sum beta) stays tiny (3.0e-5 vs 4.0e-5).
+  assert s.T == 1000 and s200.T == 200
+  np.testing.assert_allclose(s200.beta.sum(), s.beta.sum(), rtol=1e-12)
+  np.testing.assert_allclose(s.alpha_bar, np.cumprod(np.r_[1.0, 1 - s.beta[1:]]), rtol=1e-12)
+
+
+def test_cosine_schedule_is_nichol_dhariwal_eq17():
+  T, s_off = 1000, 0.008
+  s = sde_lib.cosine_schedule(T)
+  f = np.cos((np.arange(T + 1) / T + s_off) / (1 + s_off) * np.pi / 2) ** 2
+  assert s.beta.max() <= 0.999 and s.beta[-1] == 0.999  # clipped only at the last step
+  # Below the clip, alpha_bar_t = f(t) / f(0) exactly (float64 cumulative products: 1e-12).
+  np.testing.assert_allclose(s.alpha_bar[:-1], f[:-1] / f[0], rtol=1e-10)
+
+
+@pytest.mark.parametrize("T", [200, 1000])
+def test_vpsde_discretises_to_the_linear_schedule(T):
+  """VPSDE(beta_min = T beta_start, beta_max = T beta_end, N = T).discrete_betas() are the betas."""
+  s = sde_lib.linear_schedule(T)
+  sde = sde_lib.VPSDE(beta_min=T * s.beta[1], beta_max=T * s.beta[-1], N=T)
+  # float32 (VPSDE) against float64: 2 ulp.
+  np.testing.assert_allclose(np.asarray(sde.discrete_betas()), s.beta[1:], rtol=2.5e-7)
+  np.testing.assert_allclose(sde_lib.schedule_of(sde).alpha_bar, s.alpha_bar, rtol=1e-5)
+
+
+def test_geometric_ladder_is_the_vesde_ladder():
+  sigmas = sde_lib.geometric_sigmas(0.01, 50.0, 10)
+  np.testing.assert_allclose(sigmas, np.asarray(sde_lib.VESDE(sigma_min=0.01, sigma_max=50.0, N=10).discrete_sigmas()),
+                             rtol=2e-6)  # float32 VESDE
+  np.testing.assert_allclose(sigmas[1:] / sigmas[:-1], (5000.0) ** (1 / 9), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_discrete_vp_sde_is_the_chain(name):
+  sde = sde_lib.get_sde("ddpm", schedule=name, N=200)
+  same = sde_lib.get_sde("ddpm", schedule=name, N=200)
+  assert sde == same and hash(sde) == hash(same)  # usable as a static jit argument
+  s = sde.discrete_schedule
+  h = 0.4 / 200
+  t_mid = (jnp.array([3, 101, 200]) - 0.5) / 200  # mid-segment times
+
+  @jax.jit
+  def evaluate():
+    alpha, sigma = sde.marginal_coeffs(jnp.arange(201) / 200.0)
+    fd = (jnp.log(sde.marginal_coeffs(t_mid + h)[0]) - jnp.log(sde.marginal_coeffs(t_mid - h)[0])) / (2 * h)
+    f, G = sde.discretize(jnp.ones((3, 2)), jnp.array([1, 100, 200]) / 200.0)
+    return alpha, sigma, fd, sde.drift_coeff(t_mid), sde.diffusion(t_mid), f, G
+
+  alpha, sigma, fd, drift, g, f, G = (np.asarray(v, np.float64) for v in evaluate())
+  # At t_i = i / N the marginal is q(x_i | x_0). float32: t_i is off by <= 1 ulp, which moves s = t N by
+  # <= 200 * 6e-8 steps, times |log alpha_bar_i - log alpha_bar_{i-1}| <= 6.9 (cosine's clipped last step): 1e-4.
+  np.testing.assert_allclose(alpha**2, s.alpha_bar, rtol=1e-4, atol=1e-12)
+  np.testing.assert_allclose(sigma**2 + alpha**2, 1.0, rtol=1e-6)
+  # alpha(t_i) / alpha(t_{i-1}) = sqrt(1 - beta_i): the transition is Ho's Eq. 2 (VP: sigma^2 = 1 - alpha^2).
+  np.testing.assert_allclose(alpha[1:] / alpha[:-1], np.sqrt(1 - s.beta[1:]), rtol=1e-4)
+  # Between grid points d log alpha / dt = f(t) and g^2 = -2 f: central differences inside one segment
+  # (h = 0.4 / N), exact for log alpha linear there; float32 differencing: < 1e-3.
+  np.testing.assert_allclose(fd, drift, rtol=1e-3)
+  np.testing.assert_allclose(g**2, -2 * drift, rtol=1e-6)
+  # discretize at t_i is the chain's step into x_i.
+  beta = s.beta[[1, 100, 200]]
+  np.testing.assert_allclose(G, np.sqrt(beta), rtol=1e-6)
+  np.testing.assert_allclose(f[:, 0], np.sqrt(1 - beta) - 1, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_iterating_the_chain_reproduces_q_xt_given_x0(name):
+  """x_t from T iterations of q(x_t | x_{t-1}) has the moments of the closed-form q(x_t | x_0) at every t."""
+  s, n, x0 = SCHEDULES[name](1000), 20_000, 1.5
+
+  def step(x, t):
+    mean, std = s.q_step_mean_std(x, jnp.full(x.shape[:1], t))
+    x = mean + std[:, None] * jax.random.normal(jax.random.fold_in(jax.random.key(0), t), x.shape)
+    return x, (jnp.mean(x), jnp.std(x))
+
+  _, (m, sd) = jax.jit(lambda x: jax.lax.scan(step, x, jnp.arange(1, 1001)))(jnp.full((n, 1), x0))
+  mean, std = s.q_mean_std(jnp.full((1000, 1), x0), jnp.arange(1, 1001))
+  mean, std = np.asarray(mean[:, 0], np.float64), np.asarray(std, np.float64)
+  # CLT: SE(mean) = std / sqrt(n), SE(sample std) = std / sqrt(2 n) for Gaussian x_t; 5 SE at every t
+  # (+ 1e-6 absolute for float32 accumulation over 1000 steps at t = 1, where std = 0.01).
+  assert np.all(np.abs(np.asarray(m) - mean) <= 5 * std / np.sqrt(n) + 1e-6)
+  assert np.all(np.abs(np.asarray(sd) - std) <= 5 * std / np.sqrt(2 * n) + 1e-6)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize("t", [2, 10, 300, 1000])
+def test_posterior_is_bayes_rule(name, t):
+  """q(x_{t-1} | x_t, x_0) ~ q(x_t | x_{t-1}) q(x_{t-1} | x_0), normalised numerically on a grid."""
+  s, x0, xt = SCHEDULES[name](1000), 0.7, 0.3
+  beta, ab_prev = s.beta[t], s.alpha_bar[t - 1]
+  c_lik, w_lik = xt / np.sqrt(1 - beta), np.sqrt(beta / (1 - beta))  # the likelihood as a function of x_{t-1}
+  c_pri, w_pri = np.sqrt(ab_prev) * x0, np.sqrt(1 - ab_prev)
+  lo, hi = min(c_lik, c_pri) - 12 * max(w_lik, w_pri), max(c_lik, c_pri) + 12 * max(w_lik, w_pri)
+  y = np.linspace(lo, hi, 400_001)
+  logp = stats.norm.logpdf(xt, np.sqrt(1 - beta) * y, np.sqrt(beta)) + stats.norm.logpdf(y, c_pri, w_pri)
+  p = np.exp(logp - logp.max())
+  z = np.trapezoid(p, y)
+  mean = np.trapezoid(y * p, y) / z
+  var = np.trapezoid((y - mean) ** 2 * p, y) / z
+  # Closed form (Ho Eq. 7) in float64: the trapezoid rule on a Gaussian with >= 30 points per std
+  # is accurate to ~1e-10 relative.
+  np.testing.assert_allclose(s.coef_x0[t] * x0 + s.coef_xt[t] * xt, mean, rtol=1e-8, atol=1e-10)
+  np.testing.assert_allclose(s.beta_tilde[t], var, rtol=1e-7)
+  # The float32 jnp method: round-off 1e-6 relative.
+  m32, v32 = s.q_posterior(jnp.full((1, 1), x0), jnp.full((1, 1), xt), jnp.array([t]))
+  np.testing.assert_allclose(float(m32[0, 0]), mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(float(v32[0]), var, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fn,match", [
+    (lambda: sde_lib.linear_schedule(0), "T=0"),
+    (lambda: sde_lib.cosine_schedule(10, s=-0.1), "schedule.s"),
+    (lambda: sde_lib.get_schedule("quadratic", 10), "sde.schedule='quadratic'"),
+    (lambda: sde_lib.get_sde("ddpm", schedule="quadratic", N=10), "sde.schedule"),
+    (lambda: sde_lib.DiscreteSchedule([0.1, 1.0]), "schedule.betas"),
+    (lambda: losses.get_ddpm_loss_fn(sde_lib.linear_schedule(10), None, loss_type="l3"), "loss.loss_type='l3'"),
+    (lambda: losses.get_smld_loss_fn([0.1, -1.0], None), "sigmas"),
+    (lambda: sde_lib.geometric_sigmas(1.0, 0.5, 10), "sigma_min"),
+    (lambda: sampling.get_ancestral_sampler(sde_lib.linear_schedule(10), (4, 2), variance="big"), "sampling.variance='big'"),
+    (lambda: sampling.get_ancestral_sampler(sde_lib.linear_schedule(10), (4, 2)).trajectory(
+        jax.random.key(0), lambda x, t: x, 11), "n_trajectory"),
+    (lambda: likelihood.get_vlb_fn(sde_lib.linear_schedule(10), decoder="x"), "vlb.decoder='x'"),
+    (lambda: likelihood.get_vlb_fn(sde_lib.linear_schedule(10), n_samples=0), "vlb.n_samples"),
+    (lambda: likelihood.get_vlb_fn(sde_lib.linear_schedule(10), quadrature_order=6)(None, None, jnp.zeros((2, 8))),
+     "vlb.quadrature_order"),
+    (lambda: sde_lib.schedule_of(sde_lib.VESDE()), "no DDPM chain"),
+    (lambda: sde_lib.schedule_of(sde_lib.SubVPSDE()), "no DDPM chain"),
+    (lambda: sampling.get_sampler(sde_lib.VESDE(), (4, 2), method="ddpm_ancestral"), "no DDPM chain"),
+    (lambda: sampling.get_sampler(sde_lib.VPSDE(), (4, 2), method="ddpm_ancestral", eps=1e-3), "ddpm_ancestral"),
+])
+def test_bad_arguments_raise_value_error(fn, match):
+  with pytest.raises(ValueError, match=match):
+    fn()
