@@ -385,3 +385,18 @@ def get_classifier_setup(sde: sde_lib.SDE, num_classes: int, /, *, model: dict, 
   train_step = get_train_step_fn(get_classifier_loss_fn(sde, log_prob_fn, eps=eps), optimizer, ema_rate=0.0,
                                  ema_warmup=False)
   return ClassifierSetup(network, log_prob_fn, optimizer, train_step, n_iters, batch_size, log_freq)
+
+
+def get_cross_entropy_loss_fn(logits_fn: Callable) -> Callable:
+  """The mean cross-entropy -log softmax(logits_fn(params, x))[y] of a labelled batch {"x", "y"}.
+
+  Returns:
+    loss_fn(key, params, batch) -> scalar (key unused), for `get_train_step_fn`.
+  """
+
+  def loss_fn(key, params, batch):
+    del key
+    x, y = split_batch(batch)
+    return optax.softmax_cross_entropy_with_integer_labels(logits_fn(params, x), y).mean()
+
+  return loss_fn

@@ -215,3 +215,15 @@ def _loop(job, sched, state, mngr, writer, mesh, signals, stop_after):
     if stop:
       break
   return state, t_compile
+
+
+def fit(job: Job, n_steps: int, batch_size: int, state, mesh: Mesh | None = None):
+  """n_steps steps of `job` from `state` as one compiled program, with no workdir: small models
+  trained inside an evaluation (the digits feature network). Default mesh: the first device.
+
+  Returns:
+    The final state.
+  """
+  mesh = mesh or Mesh(np.asarray(jax.devices()[:1]), ("data",))
+  sched = Schedule(n_steps, batch_size, n_steps, n_steps, n_steps)
+  return compile_steps(job, sched, n_steps, mesh, state)(state)[0]

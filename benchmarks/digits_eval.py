@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-from models import digits as classifier  # noqa: E402
+from evaluators import features  # noqa: E402
 import metrics  # noqa: E402
 import likelihood  # noqa: E402
 
@@ -74,7 +74,7 @@ def main():
   accs = []
   for seed in range(5):
     t0 = time.time()
-    clf_s = classifier.train_digits_classifier(jax.random.PRNGKey(seed), x_tr, y_tr, x_te, y_te)
+    clf_s = features.train_digits_classifier(jax.random.PRNGKey(seed), x_tr, y_tr, x_te, y_te)
     accs.append(clf_s.test_accuracy)
     emit(kind="classifier", seed=seed, test_accuracy=clf_s.test_accuracy,
          train_accuracy=clf_s.train_accuracy, wall_s=round(time.time() - t0, 2))

@@ -6,7 +6,7 @@ Groups are named by their consumer: `sde` -> sde_lib.get_sde, `data` -> datasets
 `training` -> the train loop, `sampling` -> sampling.get_sampler (DPM-Solver++ 2M, 50 steps,
 for the eval samples), `likelihood` -> likelihood.get_likelihood_fn (bits/dim on the test
 split), `eval` -> the evaluators it names (evaluators/images.py), whose `classifier` field
-goes to models.digits.train_digits_classifier (the feature network of the Frechet distance).
+goes to evaluators.features.train_digits_classifier (the feature network of the Frechet distance).
 Sized for a 2-core CPU: train and eval finish in under 20 minutes.
 """
 

@@ -13,6 +13,7 @@ import metrics
 import sharding
 from evaluators.base import Context
 from evaluators.conditional import class_sampler, guided_scores
+from evaluators.features import train_digits_classifier
 from models import digits
 
 
@@ -41,7 +42,7 @@ def feature_classifier(ctx: Context, classifier: dict):
   """The digits classifier of the Frechet distance and the per-class accuracy, trained once."""
   if "feature_classifier" not in ctx.cache:
     t = ctx.target
-    ctx.cache["feature_classifier"] = digits.train_digits_classifier(
+    ctx.cache["feature_classifier"] = train_digits_classifier(
         image_keys(ctx)["classifier"], t.train_x, t.train_y, t.test_x, t.test_y,
         data_range=(0.0, t.levels - 1.0), **classifier)
   return ctx.cache["feature_classifier"]

@@ -7,8 +7,8 @@ role of the Inception pool features, and whose test accuracy is reported with ev
 distance (a feature space is only meaningful if the classifier actually separates digits).
 `metrics.classifier_frechet_distance` computes the distance.
 
-Training is deterministic given the key: minibatches are drawn with fold_in(key, step) and
-the whole run is one jitted `lax.scan` (a few seconds on one CPU core).
+It is trained by `evaluators.features.train_digits_classifier` with the project's training
+loop (`train.fit`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from utils import as_range
 
@@ -52,12 +50,12 @@ class DigitsNet(nn.Module):
     return nn.Dense(N_CLASSES)(features), features
 
 
-def _check_range(data_range) -> tuple[float, float]:
+def check_range(data_range) -> tuple[float, float]:
   """(lo, hi) of the classifier's input range; the pair check is likelihood's."""
   return as_range(data_range, "data_range")
 
 
-def _images(x, name: str) -> np.ndarray:
+def images(x, name: str) -> np.ndarray:
   """x as float32 numpy [n, 8, 8, 1] (accepts [n, 8, 8] and [n, 64]), or a ValueError."""
   x = np.asarray(x)
   n = x.shape[0] if x.ndim else 0
@@ -67,7 +65,7 @@ def _images(x, name: str) -> np.ndarray:
   return x.reshape((n,) + IMAGE_SHAPE).astype(np.float32)
 
 
-def _to_unit(x: np.ndarray, data_range: tuple[float, float]) -> np.ndarray:
+def to_unit(x: np.ndarray, data_range: tuple[float, float]) -> np.ndarray:
   """Maps data_range to [0, 1] and clips; non-finite values (a diverged sampler) become the
   nearest end (NaN -> lo), so they count as bad images rather than breaking the statistics."""
   lo, hi = data_range
@@ -100,7 +98,7 @@ class DigitsClassifier:
 
   def _run(self, x, name: str = "x") -> tuple[Array, Array]:
     # Fixed-size chunks (the last one zero-padded): one compilation serves every set size.
-    x = _to_unit(_images(x, name), self.data_range)
+    x = to_unit(images(x, name), self.data_range)
     n = x.shape[0]
     x = np.concatenate([x, np.zeros((-n % _CHUNK,) + IMAGE_SHAPE, np.float32)])
     outs = [_apply(self.params, jnp.asarray(x[i:i + _CHUNK]), feature_dim=self.feature_dim)
@@ -121,76 +119,12 @@ class DigitsClassifier:
 
   def with_data_range(self, data_range: tuple[float, float]) -> "DigitsClassifier":
     """The same network taking inputs in another range (e.g. a model's (-1, 1) samples)."""
-    return dataclasses.replace(self, data_range=_check_range(data_range))
+    return dataclasses.replace(self, data_range=check_range(data_range))
 
 
-@functools.partial(jax.jit, static_argnames=("feature_dim", "n_steps", "batch_size"))
-def _train(key, x, y, learning_rate, *, feature_dim, n_steps, batch_size):
-  """Adam on the mean cross-entropy of random minibatches (with replacement); returns params."""
-  net = DigitsNet(feature_dim)
-  key_init, key_data = jax.random.split(key)
-  params = net.init(key_init, x[:1])["params"]
-  tx = optax.adam(learning_rate)
-
-  def step(carry, i):
-    params, opt_state = carry
-    idx = jax.random.randint(jax.random.fold_in(key_data, i), (batch_size,), 0, x.shape[0])
-
-    def loss_fn(p):
-      logits, _ = net.apply({"params": p}, x[idx])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y[idx]).mean()
-
-    grads = jax.grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), None
-
-  (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(n_steps))
-  return params
-
-
-def _labels(y, n: int, name: str) -> np.ndarray:
+def labels(y, n: int, name: str) -> np.ndarray:
   y = np.asarray(y)
   if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= N_CLASSES:
     raise ValueError(f"{name} (shape {y.shape}, dtype {y.dtype}) is invalid: must be integer "
                      f"labels 0..{N_CLASSES - 1}, shape ({n},).")
   return y.astype(np.int32)
-
-
-def train_digits_classifier(key: Array, x_train, y_train, x_test, y_test, *,
-                            data_range: tuple[float, float] = (0.0, 16.0), n_steps: int = 600,
-                            batch_size: int = 128, learning_rate: float = 2e-3,
-                            feature_dim: int = 64) -> DigitsClassifier:
-  """Trains `DigitsNet` on the train split and measures it on the test split.
-
-  Args:
-    key: PRNG key (initialisation and minibatches).
-    x_train: images [n, 8, 8, 1] (or [n, 8, 8], [n, 64]) with values in data_range.
-    y_train: labels [n] in 0..9.
-    x_test, y_test: the held-out split, same formats.
-    data_range: (lo, hi) of the image values: (0, 16) for raw sklearn digits, (-1, 1) for a
-      model's data; mapped to [0, 1] inside.
-    n_steps: Adam steps.
-    batch_size: minibatch size.
-    learning_rate: Adam step size.
-    feature_dim: width of the feature layer.
-
-  Returns:
-    The `DigitsClassifier`, with test_accuracy and train_accuracy filled in.
-
-  Raises:
-    ValueError: malformed images or labels, or hyperparameters out of range.
-  """
-  data_range = _check_range(data_range)
-  for name, value in (("n_steps", n_steps), ("batch_size", batch_size), ("feature_dim", feature_dim)):
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
-      raise ValueError(f"classifier.{name}={value!r} must be an integer >= 1.")
-  if not (isinstance(learning_rate, numbers.Real) and learning_rate > 0):
-    raise ValueError(f"classifier.learning_rate={learning_rate!r} must be > 0.")
-  x_tr, x_te = _images(x_train, "x_train"), _images(x_test, "x_test")
-  y_tr, y_te = _labels(y_train, len(x_tr), "y_train"), _labels(y_test, len(x_te), "y_test")
-  params = _train(key, jnp.asarray(_to_unit(x_tr, data_range)), jnp.asarray(y_tr),
-                  jnp.float32(learning_rate), feature_dim=int(feature_dim), n_steps=int(n_steps),
-                  batch_size=int(batch_size))
-  clf = DigitsClassifier(params, data_range, int(feature_dim), float("nan"), float("nan"))
-  return dataclasses.replace(clf, test_accuracy=clf.accuracy(x_te, y_te),
-                             train_accuracy=clf.accuracy(x_tr, y_tr))

@@ -13,7 +13,7 @@ import scipy.linalg
 from scipy.stats import norm
 from sklearn.datasets import load_digits
 
-from models import digits as classifier
+from evaluators import features
 import metrics
 import likelihood
 import plotting
@@ -203,14 +203,14 @@ def digits():
 
 @pytest.fixture(scope="module")
 def clf(digits):
-  return classifier.train_digits_classifier(jax.random.PRNGKey(0), *digits, data_range=(0.0, 16.0))
+  return features.train_digits_classifier(jax.random.PRNGKey(0), *digits, data_range=(0.0, 16.0))
 
 
 def test_classifier_accuracy_and_determinism(digits, clf):
   x_tr, y_tr, x_te, y_te = digits
   assert clf.test_accuracy > 0.95 and clf.train_accuracy > 0.98
   assert clf.accuracy(x_te, y_te) == clf.test_accuracy
-  again = classifier.train_digits_classifier(jax.random.PRNGKey(0), x_tr, y_tr, x_te, y_te)
+  again = features.train_digits_classifier(jax.random.PRNGKey(0), x_tr, y_tr, x_te, y_te)
   np.testing.assert_array_equal(np.asarray(again.features(x_te)), np.asarray(clf.features(x_te)))
   feats = np.asarray(clf.features(x_te))
   assert feats.shape == (297, clf.feature_dim) and feats.min() >= 0  # ReLU activations
@@ -239,13 +239,13 @@ def test_classifier_frechet_distance_floor_and_noise(digits, clf):
 def test_bad_classifier_inputs_raise(digits):
   x_tr, y_tr, x_te, y_te = digits
   with pytest.raises(ValueError, match=r"x_train.shape=\(5, 7\)"):
-    classifier.train_digits_classifier(jax.random.PRNGKey(0), np.zeros((5, 7)), y_tr[:5], x_te, y_te)
+    features.train_digits_classifier(jax.random.PRNGKey(0), np.zeros((5, 7)), y_tr[:5], x_te, y_te)
   with pytest.raises(ValueError, match="y_test"):
-    classifier.train_digits_classifier(jax.random.PRNGKey(0), x_tr, y_tr, x_te, y_te[:-1])
+    features.train_digits_classifier(jax.random.PRNGKey(0), x_tr, y_tr, x_te, y_te[:-1])
   with pytest.raises(ValueError, match="classifier.n_steps=0"):
-    classifier.train_digits_classifier(jax.random.PRNGKey(0), x_tr, y_tr, x_te, y_te, n_steps=0)
+    features.train_digits_classifier(jax.random.PRNGKey(0), x_tr, y_tr, x_te, y_te, n_steps=0)
   with pytest.raises(ValueError, match="data_range"):
-    classifier.train_digits_classifier(jax.random.PRNGKey(0), x_tr, y_tr, x_te, y_te, data_range=(1, 0))
+    features.train_digits_classifier(jax.random.PRNGKey(0), x_tr, y_tr, x_te, y_te, data_range=(1, 0))
 
 
 # --- PNG grid -----------------------------------------------------------------------------
