@@ -60,6 +60,12 @@ class Context:
     """The model's score with `params` (default: the EMA parameters) bound."""
     return functools.partial(self.model_score_fn, self.params if params is None else params)
 
+  def data_sampler(self) -> Callable:
+    """The jitted true-data sampler sample_fn(key, n) of a toy target, compiled once per n for the run."""
+    if "data_sampler" not in self.cache:
+      self.cache["data_sampler"] = jax.jit(self.target.sample, static_argnums=1)
+    return self.cache["data_sampler"]
+
   def sampler(self, n: int, make_score: Callable, *, n_trajectory: int = 0) -> Callable:
     """fn(key, *args) -> (x [n, ...], nfe[, trajectory]): the configured sampler, sharded on the mesh."""
     n_pad = sharding.padded_size(n, self.mesh)

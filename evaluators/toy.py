@@ -33,9 +33,9 @@ def sample_metrics(key, x, references: list, target, n_projections: int) -> dict
   return out
 
 
-def floors(key, target, n: int, n_pairs: int, n_projections: int) -> dict:
-  """Energy distance and sliced Wasserstein between pairs of true sets of n (the floor)."""
-  sample_fn = jax.jit(target.sample, static_argnums=1)
+def floors(key, sample_fn, n: int, n_pairs: int, n_projections: int) -> dict:
+  """Energy distance and sliced Wasserstein between pairs of true sets of n from sample_fn(key, n)
+  (the floor)."""
   key_ed, key_sw, key_x = jax.random.split(key, 3)
   ed = metrics.metric_floor(key_ed, sample_fn, n, lambda k, a, b: metrics.energy_distance(a, b), n_pairs=n_pairs)
   sw = metrics.metric_floor(key_sw, sample_fn, n, functools.partial(metrics.sliced_wasserstein,
@@ -52,7 +52,7 @@ def samples(ctx: Context, *, n_samples: int, n_floor_pairs: int, sw_projections:
   keys = eval_keys(ctx)
   x, nfe = ctx.model_sampler(n_samples)(keys["sample"], ctx.params)
   x = sharding.to_host(x)
-  sample_fn = jax.jit(ctx.target.sample, static_argnums=1)
+  sample_fn = ctx.data_sampler()
   refs = [sample_fn(k, n_samples) for k in jax.random.split(keys["ref"], n_floor_pairs)]
   summary = {"n_samples": n_samples, "nfe": int(nfe), "sampler": dict(ctx.sampler_kwargs),
              "model": sample_metrics(keys["metric"], x, refs, ctx.target, sw_projections)}
@@ -61,7 +61,7 @@ def samples(ctx: Context, *, n_samples: int, n_floor_pairs: int, sw_projections:
     x_oracle, _ = ctx.oracle_sampler(n_samples)(keys["sample"])
     arrays["oracle"] = np.asarray(sharding.to_host(x_oracle))
     summary["oracle"] = sample_metrics(keys["metric"], arrays["oracle"], refs, ctx.target, sw_projections)
-  summary["floor"] = floors(keys["floor"], ctx.target, n_samples, n_floor_pairs, sw_projections)
+  summary["floor"] = floors(keys["floor"], sample_fn, n_samples, n_floor_pairs, sw_projections)
   summary["energy_ratio"] = summary["model"]["energy_distance"] / summary["floor"]["energy_distance"]
   if ctx.oracle:
     summary["oracle_energy_ratio"] = summary["oracle"]["energy_distance"] / summary["floor"]["energy_distance"]
@@ -71,7 +71,7 @@ def samples(ctx: Context, *, n_samples: int, n_floor_pairs: int, sw_projections:
 def score_error(ctx: Context, *, score_error_samples: int) -> tuple[dict, dict]:
   """The model's score against the exact one over t (`metrics.score_error`)."""
   err = metrics.score_error(eval_keys(ctx)["score"], ctx.score_fn(), ctx.target.score_fn(ctx.sde), ctx.sde,
-                            jax.jit(ctx.target.sample, static_argnums=1), n=score_error_samples)
+                            ctx.data_sampler(), n=score_error_samples)
   return {"score_error": {"weighted_mse": err["weighted_mse"], "relative": err["relative"]}}, {}
 
 
@@ -82,7 +82,7 @@ def nll(ctx: Context, *, nll_samples: int) -> tuple[dict, dict]:
     return {}, {}
   key_x, key_nll, key_kl = jax.random.split(jax.random.fold_in(eval_keys(ctx)["score"], 1), 3)
   sde, target = ctx.sde, ctx.target
-  x = jax.jit(target.sample, static_argnums=1)(key_x, nll_samples)
+  x = ctx.data_sampler()(key_x, nll_samples)
   nll_model, _, nfe = ctx.likelihood_fn(key_nll, ctx.score_fn(), x)
   nll_oracle, z_oracle, _ = ctx.likelihood_fn(key_nll, target.score_fn(sde), x)
   true = -target.log_prob(x)
