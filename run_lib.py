@@ -48,6 +48,7 @@ class Experiment:
   train_step: Callable
   shape: tuple[int, ...]  # one example's shape
   likelihood_fn: Callable
+  schedule: train_lib.Schedule
   classifier: losses.ClassifierSetup | None = None  # the guidance classifier
 
   @property
@@ -141,7 +142,8 @@ def build(config: ml_collections.ConfigDict) -> "Experiment":
     if classifier.batch_size % jax.device_count():
       raise ValueError(f"classifier.batch_size={classifier.batch_size} must be divisible by the device count "
                        f"{jax.device_count()}.")
-  return Experiment(config, sde, target, score_model, optimizer, train_step, shape, likelihood_fn, classifier)
+  return Experiment(config, sde, target, score_model, optimizer, train_step, shape, likelihood_fn, sched,
+                    classifier)
 
 
 def _experiment(config_or_exp) -> Experiment:
@@ -155,14 +157,13 @@ def init_state(exp: Experiment, key: jax.Array) -> losses.TrainState:
 
 def train_job(exp: Experiment, mesh) -> tuple[train_lib.Job, train_lib.Schedule, losses.TrainState]:
   """(job, schedule, initial replicated state) of the score model's training."""
-  keys, tr = root_keys(exp.config.seed), exp.config.training
+  keys = root_keys(exp.config.seed)
   data = None
   if datasets.is_image_dataset(exp.target):  # a pytree of device arrays, replicated
     data = jax.device_put(exp.target, sharding.replicated(mesh))
   batch_fn = datasets.get_batch_fn(exp.target, labelled=bool(exp.config.model.get("num_classes", 0)))
   job = train_lib.Job(exp.train_step, batch_fn, data, keys["data"], keys["train"])
-  sched = train_lib.Schedule(**tr)
-  return job, sched, jax.device_put(init_state(exp, keys["init"]), sharding.replicated(mesh))
+  return job, exp.schedule, jax.device_put(init_state(exp, keys["init"]), sharding.replicated(mesh))
 
 
 def train(config, workdir: str, *, stop_after: int | None = None, mesh=None) -> losses.TrainState:
