@@ -25,9 +25,9 @@ import train as train_lib
 import workdir as wd
 from evaluators.images import check_digits
 from sharding import make_mesh
-from train import Preempted, TrainingDiverged
+from train import Preempted, TrainingDiverged  # noqa: F401  (run.py and tests catch them here)
 from utils import check_fields, check_int, check_real, root_keys
-from workdir import read_metrics
+from workdir import read_metrics  # noqa: F401  (re-exported)
 
 MODES = ("train", "train_classifier", "eval", "sample", "all")
 # Fields that define what a checkpoint holds or how it was trained: changing them on resume would
