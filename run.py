@@ -67,9 +67,9 @@ def main(argv):
   except ValueError as e:  # bad input: one line, no traceback
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  except run_lib.Preempted as e:
+  except run_lib.Preempted as e:  # not finished: a non-zero status so schedulers requeue
     print(str(e), file=sys.stderr)
-    sys.exit(0)
+    sys.exit(128 + e.signum)
   except run_lib.TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -36,7 +36,16 @@ class TrainingDiverged(RuntimeError):
 
 
 class Preempted(RuntimeError):
-  """Raised after SIGTERM / SIGINT once a checkpoint of the current step is written."""
+  """Raised after SIGTERM / SIGINT once a checkpoint of the current step is written.
+
+  Attributes:
+    signum: the signal that stopped training; `run.py` exits with 128 + signum (143 for
+      SIGTERM, 130 for Ctrl-C) so a scheduler sees an unfinished run.
+  """
+
+  def __init__(self, message: str, signum: int = signal.SIGTERM):
+    super().__init__(message)
+    self.signum = int(signum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +193,8 @@ def train(job: Job, sched: Schedule, state: losses.TrainState, *, ckpt_root: str
   finally:
     writer.close()
   if signals.signum is not None:
-    raise Preempted(f"preempted at step {int(state.step)}; rerun the same command to resume")
+    raise Preempted(f"preempted at step {int(state.step)}; rerun the same command to resume",
+                    signals.signum)
   return state
 
 

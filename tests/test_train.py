@@ -87,7 +87,7 @@ def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path, uninterrupted):
   _wait_for_training(workdir, proc)
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-3000:]
+  assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]  # unfinished: schedulers requeue it
   line = [l for l in err.splitlines() if "preempted at step" in l]
   assert line and line[-1].endswith("rerun the same command to resume"), err[-2000:]
   step = int(line[-1].split("preempted at step ")[1].split(";")[0])
