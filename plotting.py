@@ -34,6 +34,7 @@ PathLike = str | os.PathLike
 ScoreFn = Callable  # score_fn(x [n, d], t [n]) -> [n, d]
 
 _DPI = 110
+_GRID_MIN_PX = 512  # image grids are enlarged (nearest neighbour) to at least this many pixels
 _DENSITY_CMAP = "Blues"
 
 
@@ -350,19 +351,26 @@ def plot_loss(path: PathLike, steps: np.ndarray, losses: np.ndarray, *, ema: flo
 
 
 def plot_image_grid(path: PathLike, images: np.ndarray, *, nrow: int | None = None, padding: int = 2,
-                    data_range: tuple[float, float] = (0.0, 1.0)) -> None:
-  """Tiles images into one picture, written pixel for pixel (no axes).
+                    data_range: tuple[float, float] = (0.0, 1.0), scale: int | None = None,
+                    row_labels: Sequence[str] | None = None) -> None:
+  """Tiles images into one picture, enlarged by pixel repetition (nearest neighbour) so that
+  small images (8x8 digits) can be read as written.
 
   Args:
     path: the PNG to write.
     images: [n, H, W, C] with C in {1, 3}, or [n, H, W] (grey), values in data_range.
     nrow: images per row; default ceil(sqrt(n)).
-    padding: white pixels between and around images.
+    padding: white pixels (before enlarging) between and around images.
     data_range: (lo, hi) of the values, mapped linearly to black..white; values outside are
       clipped (e.g. (-1, 1) for a model's samples, (0, 16) for raw digits).
+    scale: output pixels per image pixel; default the smallest integer that makes the longer
+      side of the grid at least _GRID_MIN_PX pixels (1 for grids already that large).
+    row_labels: one label per row (e.g. the class), written left of the rows; without labels
+      the PNG is exactly the enlarged grid.
 
   Raises:
-    ValueError: images not [n, H, W(, 1 or 3)], nrow < 1, padding < 0 or lo >= hi.
+    ValueError: images not [n, H, W(, 1 or 3)], nrow < 1, padding < 0, scale < 1, lo >= hi,
+      or len(row_labels) not the number of rows.
   """
   images = np.asarray(images, np.float64)
   images = images[..., None] if images.ndim == 3 else images
@@ -371,19 +379,43 @@ def plot_image_grid(path: PathLike, images: np.ndarray, *, nrow: int | None = No
   lo, hi = (float(v) for v in data_range)
   if not lo < hi:
     raise ValueError(f"data_range={data_range!r} is invalid: must be (lo, hi) with lo < hi.")
-  if (nrow is not None and nrow < 1) or padding < 0:
-    raise ValueError(f"nrow={nrow!r} and padding={padding!r} are invalid: nrow >= 1, padding >= 0.")
+  if (nrow is not None and nrow < 1) or padding < 0 or (scale is not None and scale < 1):
+    raise ValueError(f"nrow={nrow!r}, padding={padding!r} and scale={scale!r} are invalid: nrow >= 1, "
+                     "padding >= 0, scale >= 1.")
   images = np.clip(np.nan_to_num((images - lo) / (hi - lo)), 0.0, 1.0)  # NaN (diverged) -> black
   n, h, w, c = images.shape
   ncol = nrow or math.ceil(math.sqrt(n))
   rows = math.ceil(n / ncol)
+  if row_labels is not None and len(row_labels) != rows:
+    raise ValueError(f"len(row_labels)={len(row_labels)} is invalid: the grid has {rows} rows.")
   grid = np.ones((rows * (h + padding) + padding, ncol * (w + padding) + padding, c))
   for i, img in enumerate(images):
     r, k = divmod(i, ncol)
     top, left = padding + r * (h + padding), padding + k * (w + padding)
     grid[top:top + h, left:left + w] = img
+  scale = scale or max(1, math.ceil(_GRID_MIN_PX / max(grid.shape[:2])))
+  grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
+  grid = grid[..., 0] if c == 1 else grid
   _make_folder(path)
-  if c == 1:
-    plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-  else:
-    plt.imsave(path, grid)
+  if row_labels is None:
+    plt.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
+    return
+  centres = [(padding + r * (h + padding) + h / 2) * scale for r in range(rows)]
+  _labelled_grid(path, grid, centres, row_labels)
+
+
+def _labelled_grid(path: PathLike, grid: np.ndarray, centres: Sequence[float], labels: Sequence[str]) -> None:
+  """grid shown at one screen pixel per array pixel, with `labels` at the rows' `centres`."""
+  margin = 70  # pixels for the labels
+  height, width = grid.shape[:2]
+  fig = plt.figure(figsize=((width + margin) / _DPI, height / _DPI), dpi=_DPI)
+  ax = fig.add_axes((margin / (width + margin), 0.0, width / (width + margin), 1.0))
+  ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
+  ax.set_yticks(centres, [str(l) for l in labels])
+  ax.set_xticks([])
+  ax.tick_params(length=0, labelsize=10)
+  for spine in ax.spines.values():
+    spine.set_visible(False)
+  _make_folder(path)
+  fig.savefig(path, dpi=_DPI)
+  plt.close(fig)

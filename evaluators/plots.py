@@ -60,7 +60,8 @@ def image_plots(ctx: Context, *, n_grid: int) -> tuple[dict, dict]:
     x_class = ctx.arrays["per_class"]
     per_row = min(10, x_class.shape[1])
     grid = x_class[:, :per_row].reshape((-1,) + x_class.shape[2:])
-    plotting.plot_image_grid(os.path.join(ctx.plots_dir, "class_grid.png"), unit(grid), nrow=per_row)
+    plotting.plot_image_grid(os.path.join(ctx.plots_dir, "class_grid.png"), unit(grid), nrow=per_row,
+                             row_labels=[f"class {k}" for k in range(x_class.shape[0])])
   _loss(ctx)
   return {}, {}
 

@@ -253,7 +253,7 @@ def test_bad_classifier_inputs_raise(digits):
 def test_image_grid_maps_the_data_range(tmp_path):
   # 3 images [n, H, W] in [-1, 1] (no channel axis): black, white, mid-grey; 2 per row.
   images = np.stack([np.full((8, 8), -1.0), np.full((8, 8), 1.0), np.zeros((8, 8))])
-  plotting.plot_image_grid(tmp_path / "g.png", images, nrow=2, padding=1, data_range=(-1.0, 1.0))
+  plotting.plot_image_grid(tmp_path / "g.png", images, nrow=2, padding=1, data_range=(-1.0, 1.0), scale=1)
   img = plt.imread(tmp_path / "g.png")
   assert img.shape[:2] == (2 * 9 + 1, 2 * 9 + 1)
   grey = img[..., 0]
@@ -278,4 +278,6 @@ def test_per_class_plots_write_one_grid_row_per_class_for_images(tmp_path):
                                       "per_class": np.stack([np.full((10, 4, 4, 1), k / 2.0) for k in range(3)])})
   plots.image_plots(ctx, n_grid=4)
   grid = matplotlib.image.imread(tmp_path / "plots" / "class_grid.png")
-  assert grid.shape[:2] == (3 * (4 + 2) + 2, 10 * (4 + 2) + 2)  # 3 rows x 10 columns, 2-pixel padding
+  scale = math.ceil(512 / (10 * (4 + 2) + 2))  # enlarged until the longer side reaches 512 pixels
+  # 3 rows x 10 columns, 2-pixel padding, and a strip on the left labelling each row's class.
+  assert grid.shape[0] == (3 * (4 + 2) + 2) * scale and grid.shape[1] > (10 * (4 + 2) + 2) * scale

@@ -1,5 +1,6 @@
 """Tests for plotting.py: every figure is written, is a real picture, and survives -inf densities."""
 
+import math
 import warnings
 
 import jax
@@ -103,10 +104,34 @@ def test_ema_closed_form():
 def test_plot_image_grid(channels, tmp_path):
   n, h, w, pad = 10, 28, 20, 2
   images = np.random.default_rng(1).uniform(-0.2, 1.2, (n, h, w, channels))  # out of range: clipped
-  plotting.plot_image_grid(tmp_path / "grid.png", images, nrow=4, padding=pad)
+  plotting.plot_image_grid(tmp_path / "grid.png", images, nrow=4, padding=pad, scale=1)
   img = _check_png(tmp_path / "grid.png", min_bytes=2000)
   # 10 images, 4 per row -> 3 rows; pixel-exact tiling with `pad` pixels around each image.
   assert img.shape[:2] == (3 * (h + pad) + pad, 4 * (w + pad) + pad)
+
+
+def test_image_grid_is_enlarged_by_pixel_repetition(tmp_path):
+  # 100 8x8 digits with 2-pixel gaps: 102 x 102 pixels as written; enlarged 6x (the smallest
+  # integer reaching 512 pixels), each source pixel a constant 6 x 6 block.
+  images = np.random.default_rng(2).uniform(0.0, 1.0, (100, 8, 8))
+  plotting.plot_image_grid(tmp_path / "g.png", images)
+  small = tmp_path / "s.png"
+  plotting.plot_image_grid(small, images, scale=1)
+  big, one = matplotlib.image.imread(tmp_path / "g.png")[..., 0], matplotlib.image.imread(small)[..., 0]
+  assert one.shape == (102, 102) and big.shape == (612, 612)
+  np.testing.assert_array_equal(big, np.repeat(np.repeat(one, 6, axis=0), 6, axis=1))
+
+
+def test_image_grid_row_labels(tmp_path):
+  images = np.random.default_rng(3).uniform(0.0, 1.0, (30, 8, 8))
+  plotting.plot_image_grid(tmp_path / "c.png", images, nrow=10, row_labels=["class 0", "class 1", "class 2"])
+  img = _check_png(tmp_path / "c.png", min_bytes=2000)
+  scale = math.ceil(512 / 102)  # the grid is 3 x 10 images: 32 x 102 pixels before enlarging
+  assert img.shape[0] == 32 * scale and img.shape[1] > 102 * scale  # a margin on the left for the labels
+  label_strip = img[:, : img.shape[1] - 102 * scale, :3].mean(axis=-1)
+  assert label_strip.min() < 0.5  # text was drawn
+  with pytest.raises(ValueError, match="row_labels"):
+    plotting.plot_image_grid(tmp_path / "d.png", images, nrow=10, row_labels=["class 0"])
 
 
 def test_box1d_minus_inf_density(tmp_path):
