@@ -75,23 +75,21 @@ PREDICTORS = {"euler_maruyama": euler_maruyama, "reverse_diffusion": reverse_dif
 # --- correctors: (keys [B], sde, score_fn, x [B, ...], t [B], snr) -> (x, x_mean); one NFE each ---
 
 def langevin(keys, sde, score_fn, x, t, snr):
-  """One Langevin MCMC step (Song et al. 2021, Alg. 4-5) with a per-sample step size:
+  """One Langevin MCMC step (Song et al. 2021, Alg. 4-5) with one step size for the batch:
 
-      x_mean = x + eps_i s_i,  x = x_mean + sqrt(2 eps_i) z,
-      eps_i = 2 alpha_i (snr sqrt(d) / max(||s_i||, s_floor))^2,  s_floor = sqrt(d / (a(t)^2 + sigma(t)^2)),
+      x_mean = x + eps s(x, t),  x = x_mean + sqrt(2 eps) z_i,
+      eps = 2 alpha_i (snr mean_j ||z_j|| / mean_j ||s(x_j, t)||)^2,
 
-  the score norm taken per example, so samples stay independent, E||z||^2 = d in place of
-  Alg. 4's ||z||^2, and s_floor (the score norm of unit-variance data diffused to t) bounding
-  the step near a mode. In low dimension a step that depends on x biases unadjusted Langevin
-  (stationary law ~ p(x) / eps(x)); there use `ald` or a small snr.
+  the norms averaged over the whole batch (a plain mean over axis 0, which under jit is the global
+  mean of a sharded batch, so the step does not depend on the device count); the noise z_i is drawn
+  per sample. A step that depends on each sample's own x would bias unadjusted Langevin (its
+  stationary law becomes p(x) / eps(x)); one number per batch does not.
   """
   grad = score_fn(x, t)
   z = normal(keys, x)
-  a, sigma = sde.marginal_coeffs(t)
-  d = x[0].size
-  s_floor = jnp.sqrt(d / (a**2 + sigma**2))
-  ratio = snr * jnp.sqrt(d) / jnp.maximum(utils.flat_norm(grad), s_floor)
-  step = 2.0 * sde.langevin_alpha(t) * ratio**2
+  grad_norm = jnp.mean(utils.flat_norm(grad))
+  noise_norm = jnp.mean(utils.flat_norm(z))
+  step = 2.0 * sde.langevin_alpha(t) * (snr * noise_norm / jnp.maximum(grad_norm, 1e-30)) ** 2
   x_mean = x + bcast(step, x) * grad
   return x_mean + bcast(jnp.sqrt(2.0 * step), x) * z, x_mean
 
