@@ -4,6 +4,8 @@ Flags only; all logic lives in run_lib. Config fields can be overridden with
 --config.training.n_iters=500 and similar.
 """
 
+import difflib
+import importlib.util
 import logging as pylogging
 import os
 import pathlib
@@ -96,6 +98,61 @@ def main(argv):
       print(f"class {label}: energy distance / floor: {ratios}")
 
 
+def _config_spec(argv) -> str | None:
+  """The value of the last --config (a file path, optionally followed by ":argument")."""
+  spec = None
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      spec = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      spec = argv[i + 1]
+  return spec
+
+
+def unknown_field(config, path: str) -> str | None:
+  """The one-line error for an override of a field `path` ("training.n_iter") the config lacks,
+  with the closest existing field; None when every part of `path` exists."""
+  parts, node = path.split("."), config
+  for i, part in enumerate(parts):
+    if not hasattr(node, "keys"):  # a list or tuple field indexed by number: config_flags checks it
+      return None
+    keys = sorted(node.keys())
+    if part not in keys:
+      close = difflib.get_close_matches(part, keys, n=1, cutoff=0.6)
+      if close:
+        return f"unknown config field {path}; did you mean {'.'.join(parts[:i] + close + parts[i + 1:])}?"
+      return f"unknown config field {path}; the fields of {'.'.join(parts[:i]) or 'the config'} are {keys}"
+    node = node[part]
+  return None
+
+
+def _load_config(spec: str):
+  """get_config() of a config file, loaded as config_flags does (for the error message only)."""
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_config_for_error", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _flag_error(e: Exception, argv) -> str:
+  """One line for a failed flag parse: a missing config file, an unknown override, or e's text."""
+  spec = _config_spec(argv)
+  if spec is not None and not os.path.isfile(spec.partition(":")[0]):
+    return f"--config={spec}: no such config file (cwd {os.getcwd()})"
+  if spec is not None and isinstance(e, (AttributeError, KeyError)):
+    try:
+      config = _load_config(spec)
+    except Exception:  # the file itself is broken: config_flags's own message says how
+      config = None
+    overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    for path in overrides if config is not None else ():
+      message = unknown_field(config, path)
+      if message:
+        return message
+  return " ".join(str(e).split())
+
+
 def parse_flags(argv):
   """absl flag parsing with one-line errors (a missing or broken config file, a bad override)."""
   try:
@@ -103,14 +160,7 @@ def parse_flags(argv):
     FLAGS.config.keys()  # config_flags defers a file's load error until first access
     return rest
   except Exception as e:  # absl and config_flags raise several types; none needs a traceback
-    message = " ".join(str(e).split())
-    inner = e.args[0] if e.args else None
-    if isinstance(e, (AttributeError, KeyError)) and isinstance(inner, KeyError):
-      # An override naming a field the config does not have (the config is locked).
-      field = str(inner).strip("\"'")
-      args = [a for a in argv if a.startswith("--config.") and field in a]
-      message = f"{args[0] if args else field}: unknown config field {field!r}; the config file defines the fields"
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {_flag_error(e, argv)}", file=sys.stderr)
     sys.exit(2)
 
 

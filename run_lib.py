@@ -279,6 +279,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> d
   """
   if mode not in MODES:
     raise ValueError(f"--mode={mode!r} is unknown; valid: {list(MODES)}.")
+  wd.check_workdir(workdir)
   exp = build(config)  # once: every config error surfaces before any work
   if mode in ("eval", "sample") and not os.path.isdir(os.path.join(workdir, "checkpoints")):
     raise ValueError(f"--workdir={workdir!r} holds no checkpoint; run with --mode=train first.")

@@ -150,6 +150,12 @@ def check_resume_compatible(config: dict, workdir: str, run_defining: tuple[str,
                      f"{ckpt} (keep config.json only if you want to compare).")
 
 
+def check_workdir(workdir: str) -> None:
+  """Raises ValueError when `workdir` exists but is not a directory (before anything is written)."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir!r} is an existing file; pass a directory (new, or a previous run's).")
+
+
 _HELD_LOCKS: dict[str, list] = {}
 
 

@@ -93,6 +93,25 @@ def test_bad_config_values_raise_before_compiling(tmp_path, field, value, match)
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
 
 
+def test_workdir_that_is_a_file_raises_and_keeps_it(tmp_path):
+  path = tmp_path / "notes.txt"
+  path.write_text("keep me")
+  with pytest.raises(ValueError, match=r"--workdir=.*notes.txt' is an existing file"):
+    run_lib.run(tiny(get_config("ve_gmm")), str(path), "all")
+  assert path.read_text() == "keep me"
+
+
+def test_unknown_override_names_the_closest_field():
+  import run
+  config = get_config("ve_gmm")
+  assert run.unknown_field(config, "training.n_iter") == (
+      "unknown config field training.n_iter; did you mean training.n_iters?")
+  assert run.unknown_field(config, "trainig.n_iters") == (
+      "unknown config field trainig.n_iters; did you mean training.n_iters?")
+  assert "the fields of training are ['batch_size'," in run.unknown_field(config, "training.zzz")
+  assert run.unknown_field(config, "training.n_iters") is None
+
+
 def test_eval_without_checkpoint_raises(tmp_path):
   with pytest.raises(ValueError, match="no checkpoint"):
     run_lib.run(tiny(get_config("ve_gmm")), str(tmp_path / "empty"), "eval")
@@ -108,10 +127,31 @@ def test_run_py_flags_and_clean_error(tmp_path):
   done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   assert os.path.exists(tmp_path / "w" / "checkpoints")
-  bad = subprocess.run(args + ["--config.sde.name=nope"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=300)
-  assert bad.returncode == 2
-  assert "sde.name='nope' is unknown" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# Bad command lines: run.py prints exactly this one line on stderr and exits with status 2.
+BAD_COMMAND_LINES = [
+    (["--config.sde.name=nope"], "error: sde.name='nope' is unknown; valid names: ["),
+    (["--config.training.n_iter=500"], "error: unknown config field training.n_iter; did you mean training.n_iters?"),
+    (["--config.trainig.n_iters=5"], "error: unknown config field trainig.n_iters; did you mean training.n_iters?"),
+    (["--workdir={file}"], "error: --workdir='{file}' is an existing file; pass a directory"),
+    (["--config=configs/no_such.py"], "error: --config=configs/no_such.py: no such config file"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra,expected", BAD_COMMAND_LINES)
+def test_run_py_bad_input_is_one_line(tmp_path, extra, expected):
+  file = tmp_path / "a_file"
+  file.write_text("x")
+  args = [sys.executable, "run.py", "--config=configs/ve_gmm.py", f"--workdir={tmp_path / 'w'}"]
+  args += [a.format(file=file) for a in extra]
+  done = subprocess.run(args, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr  # exactly one line
+  assert done.stderr.startswith(expected.format(file=file)), done.stderr
+  assert file.read_text() == "x" and not (tmp_path / "w").exists()
 
 
 @pytest.mark.slow
