@@ -41,6 +41,19 @@ flags.DEFINE_integer("process_id", _env_int("JAX_PROCESS_ID"),
 flags.mark_flags_as_required(["config"])
 
 
+def _quiet_info(record) -> bool:
+  """Drops two kinds of INFO noise; warnings and errors always pass. orbax logs every save and
+  restore at INFO; JAX logs at INFO each optional backend it probes and does not find (TPU:
+  "Unable to initialize backend 'tpu'" without libtpu). A backend that is present but broken is
+  a JAX warning or error, so it still shows."""
+  if record.levelno >= pylogging.WARNING:
+    return True
+  if "orbax" in record.pathname:
+    return False
+  return not (record.name.startswith("jax._src.xla_bridge")
+              and str(record.msg).startswith("Unable to initialize backend"))
+
+
 def main(argv):
   del argv
   import jax
@@ -61,9 +74,7 @@ def main(argv):
   config_path = config_flags.get_config_filename(FLAGS["config"])
   workdir = FLAGS.workdir or os.path.join("runs", pathlib.Path(config_path).stem)
   logging.set_verbosity(logging.INFO)
-  # orbax logs every save and restore at INFO; keep its warnings only.
-  logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= pylogging.WARNING or "orbax" not in record.pathname)
+  logging.get_absl_handler().addFilter(_quiet_info)
   try:
     out = run_lib.run(FLAGS.config, workdir, FLAGS.mode)
   except ValueError as e:  # bad input: one line, no traceback
