@@ -6,7 +6,7 @@ Every SDE here is linear in x (Song et al. 2021, Sec. 3.4 and App. B):
 
 `base` holds the generic machinery, `continuous` the SDEs of the paper (VE, VP, sub-VP) with
 Ornstein-Uhlenbeck and lambda-VE, `discrete` the DDPM / SMLD schedules and the DDPM chain as
-an SDE. SDEs are built by name from the config's `sde` group with `get_sde`.
+an SDE, `snr` the VP SDEs given by a log-SNR schedule (VDM). SDEs are built by name from the config's `sde` group with `get_sde`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from sde_lib.base import SDE, ReverseSDE, ScoreFn
 from sde_lib.continuous import LambdaVESDE, OUSDE, SubVPSDE, VESDE, VPSDE
 from sde_lib.discrete import (VARIANCES, DiscreteSchedule, DiscreteVPSDE, cosine_schedule, geometric_sigmas,
                               get_schedule, linear_schedule, reverse_variance, schedule_of)
+from sde_lib.snr import LogSNRSDE
 from utils import Registry
 
 SDES = Registry("sde", "name")
 for _name, _cls in (("vesde", VESDE), ("vpsde", VPSDE), ("subvpsde", SubVPSDE), ("ousde", OUSDE),
-                    ("lambda_vesde", LambdaVESDE), ("ddpm", DiscreteVPSDE)):
+                    ("lambda_vesde", LambdaVESDE), ("ddpm", DiscreteVPSDE), ("logsnr", LogSNRSDE)):
   SDES.register(_name, _cls)
 
 
@@ -37,7 +38,7 @@ def get_sde(name: str, **kwargs) -> SDE:
   return SDES.build(name, **kwargs)
 
 
-__all__ = ["SDE", "ReverseSDE", "ScoreFn", "VESDE", "VPSDE", "SubVPSDE", "OUSDE", "LambdaVESDE",
+__all__ = ["SDE", "ReverseSDE", "ScoreFn", "VESDE", "VPSDE", "SubVPSDE", "OUSDE", "LambdaVESDE", "LogSNRSDE",
            "DiscreteSchedule", "DiscreteVPSDE", "VARIANCES", "linear_schedule", "cosine_schedule",
            "get_schedule", "geometric_sigmas", "schedule_of", "reverse_variance", "SDES", "register_sde",
            "get_sde"]

@@ -413,7 +413,7 @@ def test_log_snr_is_decreasing(sde):
 
 @pytest.mark.parametrize("name,cls", [("vesde", sde_lib.VESDE), ("vpsde", sde_lib.VPSDE),
                                       ("subvpsde", sde_lib.SubVPSDE), ("ousde", sde_lib.OUSDE),
-                                      ("lambda_vesde", sde_lib.LambdaVESDE)])
+                                      ("lambda_vesde", sde_lib.LambdaVESDE), ("logsnr", sde_lib.LogSNRSDE)])
 def test_get_sde_builds_every_registered_name(name, cls):
   sde = sde_lib.get_sde(name)
   assert type(sde) is cls and sde == cls()
@@ -599,3 +599,111 @@ def test_posterior_is_bayes_rule(name, t):
 def test_bad_arguments_raise_value_error(fn, match):
   with pytest.raises(ValueError, match=match):
     fn()
+
+
+# --- 9. log-SNR SDEs (VDM) -------------------------------------------------------------------
+
+LOGSNR = [sde_lib.LogSNRSDE(schedule=s, gamma_min=-10.0, gamma_max=6.0) for s in sde_lib.snr.SCHEDULES]
+
+
+def _gamma_ref(sde, t):
+  """gamma(t) in float64 from the schedules' definitions (module docstring of sde_lib.snr)."""
+  g0, g1 = sde.gamma_min, sde.gamma_max
+  if sde.schedule == "linear":
+    return g0 + (g1 - g0) * t
+  if sde.schedule == "cosine":
+    b = np.arctan(np.exp(g0 / 2))
+    return 2 * np.log(np.tan((np.arctan(np.exp(g1 / 2)) - b) * t + b))
+  shape = (0.1 * t + 9.95 * t**2) / 10.05
+  b0, b1 = np.log1p(np.exp(g0)), np.log1p(np.exp(g1))
+  return np.log(np.expm1(b0 + (b1 - b0) * shape))
+
+
+@pytest.mark.parametrize("sde", LOGSNR, ids=sde_lib.snr.SCHEDULES)
+def test_logsnr_schedule_coefficients(sde):
+  t = np.linspace(0.0, 1.0, 41)
+  f, g, alpha, sigma, lam = _eval(sde, t)
+  gamma = _gamma_ref(sde, t)
+  assert np.all(np.diff(gamma) > 0) and gamma[0] == pytest.approx(-10.0) and gamma[-1] == pytest.approx(6.0)
+  # alpha^2 = sigmoid(-gamma), sigma^2 = sigmoid(gamma), lambda = -gamma / 2 (float32: 1e-5).
+  np.testing.assert_allclose(alpha**2, 1 / (1 + np.exp(gamma)), rtol=1e-5)
+  np.testing.assert_allclose(sigma**2, 1 / (1 + np.exp(-gamma)), rtol=1e-5)
+  np.testing.assert_allclose(lam, -gamma / 2, rtol=1e-5, atol=1e-5)
+  # f = -gamma' sigma^2 / 2 and g^2 = gamma' sigma^2, with gamma' by central differences of the
+  # float64 reference (step 1e-6: truncation ~1e-10 relative); float32 jvp: 1e-4 relative.
+  inner = t[1:-1]
+  dgamma = (_gamma_ref(sde, inner + 1e-6) - _gamma_ref(sde, inner - 1e-6)) / 2e-6
+  s2 = 1 / (1 + np.exp(-_gamma_ref(sde, inner)))
+  np.testing.assert_allclose(f[1:-1], -0.5 * dgamma * s2, rtol=1e-4)
+  np.testing.assert_allclose(g[1:-1] ** 2, dgamma * s2, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sde", LOGSNR, ids=sde_lib.snr.SCHEDULES)
+def test_logsnr_marginals_match_moment_odes(sde):
+  """The SDE's f and g carry alpha, sigma^2 from their values at t = 0 along the moment ODEs."""
+  t0, t_eval = 0.0, np.array([0.05, 0.3, 0.7, 1.0])
+  a0, s0 = (float(c[0]) for c in _coeffs(sde, np.zeros(1)))
+  coeff = lambda t: [float(v[0]) for v in _eval(sde, np.array([t]))[:2]]
+
+  def rhs(t, y):
+    f, g = coeff(t)
+    return [f * y[0], 2 * f * y[1] + g**2]
+
+  sol = integrate.solve_ivp(rhs, (t0, 1.0), [a0, s0**2], method="DOP853", t_eval=t_eval, rtol=1e-8, atol=1e-12)
+  assert sol.success
+  alpha, sigma = _coeffs(sde, t_eval)
+  # ODE good to ~1e-8 with float32 f, g (a few ulps each): 1e-4 relative.
+  np.testing.assert_allclose(alpha, sol.y[0], rtol=1e-4)
+  np.testing.assert_allclose(sigma, np.sqrt(sol.y[1]), rtol=1e-4)
+
+
+@pytest.mark.parametrize("sde", LOGSNR, ids=sde_lib.snr.SCHEDULES)
+def test_logsnr_euler_maruyama_matches_marginal(sde):
+  """Monte Carlo: 20,000 Euler-Maruyama paths (200 steps) from x_0 = alpha_0 x0 + sigma_0 z at
+  t = 0.2 to t = 0.8 against the exact marginal N(alpha x0, sigma^2)."""
+  x0, t_start, t_end = 1.5, 0.2, 0.8
+  dt = (t_end - t_start) / N_STEPS
+  a_s, s_s = (float(c[0]) for c in _coeffs(sde, np.array([t_start])))
+  # The kernel from t_start: x_t | x_s ~ N((alpha_t / alpha_s) x_s, sigma_t^2 - (alpha_t / alpha_s)^2 sigma_s^2).
+
+  def step(x, inputs):
+    k, z = inputs
+    drift, g = sde.sde(x, jnp.full((N_PATHS,), t_start + k * dt, jnp.float32))
+    return x + drift * dt + g[:, None] * math.sqrt(dt) * z, None
+
+  start = a_s * x0 + s_s * jax.random.normal(jax.random.key(1), (N_PATHS, 1))
+  x = _np(jax.jit(lambda x, z: jax.lax.scan(step, x, (jnp.arange(N_STEPS), z))[0])(start, _noise()))[:, 0]
+  alpha, std = (float(c[0]) for c in _coeffs(sde, np.array([t_end])))
+  # 5 Monte Carlo standard errors plus 1% of std for the O(dt) Euler-Maruyama bias (h = 3e-3).
+  assert abs(x.mean() - alpha * x0) <= 5 * std / math.sqrt(N_PATHS) + 0.01 * std
+  assert abs(x.std() - std) <= 5 * std / math.sqrt(2 * N_PATHS) + 0.01 * std
+
+
+@pytest.mark.parametrize("schedule", sde_lib.snr.SCHEDULES)
+def test_logsnr_sde_plugs_into_samplers_and_likelihood(schedule):
+  """N(0.5, 0.7^2) with its exact score: DPM-Solver++(2M) carries the prior latents to the exact
+  flow map, and the probability-flow likelihood matches the closed-form density of p_eps."""
+  from conftest import gaussian_score
+  m, s, eps = 0.5, 0.7, 1e-3
+  sde = sde_lib.get_sde("logsnr", schedule=schedule)
+  score = gaussian_score(sde, m, s**2)
+  x_T = np.linspace(-2.0, 2.0, 5, dtype=np.float32)[:, None]
+  sampler = sampling.get_sampler(sde, (5, 1), method="dpm_solver_2m", n_steps=200, schedule="log_snr", eps=eps)
+  x, _ = jax.jit(lambda k, z: sampler(k, score, x_T=z))(jax.random.key(0), x_T)
+  (a_T,), (s_T,) = _coeffs(sde, np.array([1.0]))
+  (a_e,), (s_e,) = _coeffs(sde, np.array([eps]))
+  exact = a_e * m + np.sqrt(a_e**2 * s**2 + s_e**2) * (x_T - a_T * m) / np.sqrt(a_T**2 * s**2 + s_T**2)
+  np.testing.assert_allclose(_np(x), exact, atol=2e-3)  # 200 second-order steps
+  nll_fn = likelihood.get_likelihood_fn(sde, eps=eps, prior_logp=lambda z: jnp.sum(
+      jax.scipy.stats.norm.logpdf(z, a_T * m, np.sqrt(a_T**2 * s**2 + s_T**2)), axis=-1))
+  pts = jnp.asarray(np.array([[-0.5], [0.5], [1.5]], np.float32))
+  nll, _, _ = jax.jit(lambda x: nll_fn(None, score, x))(pts)
+  ref = -stats.norm.logpdf(_np(pts)[:, 0], a_e * m, np.sqrt(a_e**2 * s**2 + s_e**2))
+  np.testing.assert_allclose(_np(nll), ref, atol=1e-3)  # rtol = atol = 1e-5 adaptive solve
+
+
+def test_logsnr_bad_fields():
+  for kwargs, field in [(dict(schedule="sigmoid"), "sde.schedule"), (dict(gamma_max=-20.0), "sde.gamma_max"),
+                        (dict(gamma_min=float("nan")), "sde.gamma_min")]:
+    with pytest.raises(ValueError, match=field):
+      sde_lib.get_sde("logsnr", **kwargs)
