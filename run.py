@@ -86,6 +86,8 @@ def main(argv):
   except run_lib.TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  if "sample" in out:
+    print(f"samples (nfe {out['sample']['nfe']}) in {out['sample']['path']}")
   if "eval" in out and "energy_ratio" not in out["eval"]:  # images
     ev, parts = out["eval"], [f"nfe {out['eval']['nfe']}"]
     if "bits_per_dim" in ev:

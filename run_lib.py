@@ -196,7 +196,6 @@ def train_classifier(config, workdir: str) -> losses.TrainState:
     raise ValueError("--mode=train_classifier needs a `classifier` config group (see configs/cond_gmm.py).")
   cc, mesh = exp.classifier, make_mesh()
   keys = jax.random.split(jax.random.fold_in(jax.random.key(exp.config.seed), 7), 3)  # init, data, train
-
   job = train_lib.Job(cc.train_step, datasets.get_batch_fn(exp.target, labelled=True), None, keys[1], keys[2], kind="classifier_train",
                       lr_field="classifier.optim.lr")
   sched = train_lib.Schedule(cc.n_iters, cc.batch_size, cc.log_freq, cc.n_iters, cc.n_iters)
@@ -235,7 +234,8 @@ def sample(config, workdir: str) -> dict:
   exp = _experiment(config)
   state = load_state(exp, workdir)
   ctx = _context(exp, workdir, state, classifier=False)
-  x, nfe = ctx.model_sampler(exp.config.eval.n_samples)(ctx.sample_key, state.ema_params)
+  with wd.phase(f"sampling {exp.config.eval.n_samples:,} points at checkpoint step {int(state.step)}"):
+    x, nfe = jax.block_until_ready(ctx.model_sampler(exp.config.eval.n_samples)(ctx.sample_key, state.ema_params))
   path = os.path.join(workdir, "samples", f"samples_{int(state.step)}.npz")
   if sharding.is_primary():
     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)

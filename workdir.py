@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import sys
+import threading
 import time
 
 from absl import logging
@@ -39,10 +40,13 @@ class MetricWriter:
     except ImportError:  # pragma: no cover - tensorboardX is in requirements.txt
       logging.warning("tensorboardX not installed; skipping TensorBoard events.")
 
-  def write(self, step: int, kind: str, scalars: dict) -> None:
+  def write(self, step: int, kind: str, scalars: dict, info: dict | None = None) -> None:
+    """One record: step, kind, wall_time (Unix seconds), the `info` fields (JSON only) and the
+    scalars (JSON and TensorBoard)."""
     if not self._active:
       return
-    record = {"step": int(step), "kind": kind, **{k: float(v) for k, v in scalars.items()}}
+    record = {"step": int(step), "kind": kind, "wall_time": round(time.time(), 3), **(info or {}),
+              **{k: float(v) for k, v in scalars.items()}}
     with open(self._path, "a") as f:
       f.write(json.dumps(record) + "\n")
     if self._tb is not None:
@@ -248,5 +252,33 @@ def write_eval(workdir: str, step: int, summary: dict, arrays: dict, scalars: di
     json.dump(summary, f, indent=2)
   os.replace(path + ".tmp", path)
   writer = MetricWriter(workdir)
-  writer.write(step, "eval", scalars)
+  writer.write(step, "eval", scalars, {"checkpoint_step": int(step)})
   writer.close()
+
+
+@contextlib.contextmanager
+def phase(name: str, *, every_s: float = 15.0):
+  """Logs "name ..." on entry, "name: done in X s" on exit and, for a phase that is one compiled
+  call with no finer progress, "name: X s so far" every `every_s` seconds in between (process 0)."""
+  if not is_primary():
+    yield
+    return
+  t0, stop = time.time(), threading.Event()
+  logging.info("%s ...", name)
+
+  def heartbeat():
+    while not stop.wait(every_s):
+      logging.info("%s: %.0f s so far", name, time.time() - t0)
+
+  beat = threading.Thread(target=heartbeat, daemon=True)
+  beat.start()
+  try:
+    yield
+  except BaseException:
+    logging.info("%s: stopped after %.1f s", name, time.time() - t0)
+    raise
+  else:
+    logging.info("%s: done in %.1f s", name, time.time() - t0)
+  finally:
+    stop.set()
+    beat.join()

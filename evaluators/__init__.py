@@ -16,6 +16,7 @@ import time
 
 from evaluators.base import Context
 from evaluators import conditional, images, plots, toy
+import workdir as wd
 from utils import Registry, check_int
 
 # Integer fields and their least values (0 turns a part off: no NLL, no trajectory plot).
@@ -67,11 +68,12 @@ def run(ctx: Context, names, fields: dict) -> tuple[dict, dict]:
   """Runs the evaluators in order; returns (summary, arrays), with each one's wall time in
   summary["timings"]["<name>_s"]."""
   timings = {}
-  for name in names:
+  for i, name in enumerate(names):
     fn = EVALUATORS.get(name)
     kwargs = {k: v for k, v in fields.items() if k in fields_of(name)}
     t0 = time.time()
-    summary, arrays = fn(ctx, **kwargs)
+    with wd.phase(f"eval {i + 1}/{len(names)} '{name}' (checkpoint step {ctx.step})"):
+      summary, arrays = fn(ctx, **kwargs)
     timings[f"{name}_s"] = time.time() - t0
     ctx.summary.update(summary)
     ctx.arrays.update(arrays)

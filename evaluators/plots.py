@@ -32,11 +32,13 @@ def plots(ctx: Context, *, n_trajectory: int, n_trajectory_samples: int) -> tupl
   sets = {k: ctx.arrays[k] for k in ("model", "oracle", "reference") if k in ctx.arrays}
   plotting.plot_samples(os.path.join(ctx.plots_dir, "samples.png"), ctx.target, sets)
   if n_trajectory:
-    _, _, traj = ctx.model_sampler(n_trajectory_samples, n_trajectory=n_trajectory)(ctx.sample_key, ctx.params)
+    with wd.phase(f"sampling {n_trajectory_samples} trajectories of {n_trajectory} states"):
+      _, _, traj = ctx.model_sampler(n_trajectory_samples, n_trajectory=n_trajectory)(ctx.sample_key, ctx.params)
+      traj = sharding.to_host(traj)
     eps = ctx.sampler_kwargs.get("eps", 0.0)  # ancestral sampling ends at t = 0
     N = ctx.sde.N
     ts = np.linspace(ctx.sde.T, eps, N + 1)[np.minimum(np.arange(1, n_trajectory + 1) * -(-N // n_trajectory), N)]
-    plotting.plot_trajectories(os.path.join(ctx.plots_dir, "trajectories.png"), ctx.target, sharding.to_host(traj), ts)
+    plotting.plot_trajectories(os.path.join(ctx.plots_dir, "trajectories.png"), ctx.target, traj, ts)
   T = ctx.sde.T
   score_fns = {"model": jax.jit(ctx.score_fn()), "exact": jax.jit(ctx.target.score_fn(ctx.sde))}
   plotting.plot_score_field(os.path.join(ctx.plots_dir, "score_field.png"), ctx.target, score_fns,

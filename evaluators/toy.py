@@ -13,6 +13,7 @@ import metrics
 import models
 import sde_lib
 import sharding
+import workdir as wd
 from evaluators.base import Context
 
 
@@ -49,19 +50,22 @@ def samples(ctx: Context, *, n_samples: int, n_floor_pairs: int, sw_projections:
   """n_samples samples with the model (and, with eval.oracle, the exact score) against
   n_floor_pairs true reference sets: energy distance, sliced Wasserstein, mean/cov errors, and
   their floor between true sets; energy_ratio = model / floor."""
-  keys = eval_keys(ctx)
-  x, nfe = ctx.model_sampler(n_samples)(keys["sample"], ctx.params)
-  x = sharding.to_host(x)
-  sample_fn = ctx.data_sampler()
-  refs = [sample_fn(k, n_samples) for k in jax.random.split(keys["ref"], n_floor_pairs)]
-  summary = {"n_samples": n_samples, "nfe": int(nfe), "sampler": dict(ctx.sampler_kwargs),
-             "model": sample_metrics(keys["metric"], x, refs, ctx.target, sw_projections)}
-  arrays = {"model": np.asarray(x), "reference": np.asarray(refs[0])}
+  keys, method = eval_keys(ctx), ctx.sampler_kwargs.get("method", "")
+  with wd.phase(f"sampling {n_samples:,} points with the model ({method})"):
+    x, nfe = ctx.model_sampler(n_samples)(keys["sample"], ctx.params)
+    x = sharding.to_host(x)
+  arrays = {"model": np.asarray(x)}
   if ctx.oracle:
-    x_oracle, _ = ctx.oracle_sampler(n_samples)(keys["sample"])
-    arrays["oracle"] = np.asarray(sharding.to_host(x_oracle))
-    summary["oracle"] = sample_metrics(keys["metric"], arrays["oracle"], refs, ctx.target, sw_projections)
-  summary["floor"] = floors(keys["floor"], sample_fn, n_samples, n_floor_pairs, sw_projections)
+    with wd.phase(f"sampling {n_samples:,} points with the oracle (exact) score ({method})"):
+      arrays["oracle"] = np.asarray(sharding.to_host(ctx.oracle_sampler(n_samples)(keys["sample"])[0]))
+  sample_fn = ctx.data_sampler()
+  summary = {"n_samples": n_samples, "nfe": int(nfe), "sampler": dict(ctx.sampler_kwargs)}
+  with wd.phase(f"metrics against {n_floor_pairs} true sets, floor from {n_floor_pairs} pairs"):
+    refs = [sample_fn(k, n_samples) for k in jax.random.split(keys["ref"], n_floor_pairs)]
+    arrays["reference"] = np.asarray(refs[0])
+    for name in ("model", "oracle") if ctx.oracle else ("model",):
+      summary[name] = sample_metrics(keys["metric"], arrays[name], refs, ctx.target, sw_projections)
+    summary["floor"] = floors(keys["floor"], sample_fn, n_samples, n_floor_pairs, sw_projections)
   summary["energy_ratio"] = summary["model"]["energy_distance"] / summary["floor"]["energy_distance"]
   if ctx.oracle:
     summary["oracle_energy_ratio"] = summary["oracle"]["energy_distance"] / summary["floor"]["energy_distance"]
@@ -83,8 +87,10 @@ def nll(ctx: Context, *, nll_samples: int) -> tuple[dict, dict]:
   key_x, key_nll, key_kl = jax.random.split(jax.random.fold_in(eval_keys(ctx)["score"], 1), 3)
   sde, target = ctx.sde, ctx.target
   x = ctx.data_sampler()(key_x, nll_samples)
-  nll_model, _, nfe = ctx.likelihood_fn(key_nll, ctx.score_fn(), x)
-  nll_oracle, z_oracle, _ = ctx.likelihood_fn(key_nll, target.score_fn(sde), x)
+  with wd.phase(f"NLL of {nll_samples:,} test points, model score (probability-flow ODE)"):
+    nll_model, _, nfe = jax.block_until_ready(ctx.likelihood_fn(key_nll, ctx.score_fn(), x))
+  with wd.phase(f"NLL of {nll_samples:,} test points, oracle score"):
+    nll_oracle, z_oracle, _ = jax.block_until_ready(ctx.likelihood_fn(key_nll, target.score_fn(sde), x))
   true = -target.log_prob(x)
   mismatch = likelihood.prior_mismatch(sde, target.log_prob_fn(sde), z_oracle)
   mean = lambda v: float(jnp.mean(v))
