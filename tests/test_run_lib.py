@@ -2,9 +2,12 @@
 
 import glob
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -48,6 +51,8 @@ def test_few_step_run_writes_workdir_and_resumes(tmp_path):
   assert summary["step"] == 20 and summary["nfe"] == 2 * 20 + 1
   assert summary["floor"]["energy_distance"] > 0 and np.isfinite(summary["model"]["energy_distance"])
   assert out["eval"]["energy_ratio"] == summary["energy_ratio"]
+  (row,) = run_lib.read_metrics(workdir, "eval")  # when, and which checkpoint, it evaluated
+  assert row["checkpoint_step"] == 20 and abs(row["wall_time"] - time.time()) < 600
   # Rerunning a finished run does not train again; raising n_iters resumes from step 20.
   run_lib.train(config, workdir)
   steps = [r["step"] for r in run_lib.read_metrics(workdir, "train")]
@@ -110,6 +115,19 @@ def test_unknown_override_names_the_closest_field():
       "unknown config field trainig.n_iters; did you mean training.n_iters?")
   assert "the fields of training are ['batch_size'," in run.unknown_field(config, "training.zzz")
   assert run.unknown_field(config, "training.n_iters") is None
+
+
+def test_phase_logs_start_heartbeat_and_end(caplog):
+  import workdir
+  with caplog.at_level(logging.INFO):
+    with workdir.phase("sampling 10 points", every_s=0.05):
+      time.sleep(0.3)
+    with pytest.raises(KeyError), workdir.phase("metrics", every_s=10.0):
+      raise KeyError("x")
+  lines = [r.getMessage() for r in caplog.records]
+  assert lines[0] == "sampling 10 points ..." and re.fullmatch(r"sampling 10 points: done in 0\.\d s", lines[-3])
+  assert any(re.fullmatch(r"sampling 10 points: \d s so far", m) for m in lines[1:-3])
+  assert lines[-2] == "metrics ..." and lines[-1].startswith("metrics: stopped after")
 
 
 def test_eval_without_checkpoint_raises(tmp_path):
