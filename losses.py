@@ -27,15 +27,49 @@ SCHEDULES = ("constant", "cosine", "linear")
 LOSS_TYPES = ("l2", "l1", "huber")
 
 
+_IS_GRID = 4096  # cells of the tabulated importance-sampling distribution of t
+
+
+def importance_times(sde: sde_lib.SDE, eps: float) -> Callable[[Array, int], tuple[Array, Array]]:
+  """Sampler of t on [eps, T] with density q(t) proportional to g(t)^2 / sigma(t)^2.
+
+  For every linear SDE g^2 / sigma^2 = d/dt log(sigma^2 / alpha^2) = gamma'(t), gamma = -log SNR
+  (from g^2 = d sigma^2/dt - 2 f sigma^2 and f = d log alpha / dt), so q is uniform in gamma:
+  Song et al. 2021b's importance distribution for likelihood weighting. gamma is tabulated on
+  _IS_GRID cells of t, geometric from eps to T (gamma' ~ 1 / t near t = 0 for VE and VP), and
+  inverted linearly, so q is piecewise constant; its exact value is returned with t, which keeps
+  the importance weights w / q exactly unbiased.
+
+  Returns:
+    fn(key, n) -> (t [n], q(t) [n]).
+  """
+  grid = jnp.asarray(np.geomspace(eps, sde.T, _IS_GRID + 1), jnp.float32)
+  gamma = -2.0 * sde.log_snr(grid)
+  widths = jnp.diff(gamma)  # > 0: gamma increases
+  cdf = jnp.concatenate([jnp.zeros(1), jnp.cumsum(widths)])
+  density = widths / cdf[-1] / jnp.diff(grid)
+
+  def sample(key, n):
+    u = jax.random.uniform(key, (n,)) * cdf[-1]
+    cell = jnp.clip(jnp.searchsorted(cdf, u, side="right") - 1, 0, _IS_GRID - 1)
+    t = grid[cell] + (u - cdf[cell]) / widths[cell] * (grid[cell + 1] - grid[cell])
+    return t, density[cell]
+
+  return sample
+
+
 def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_mean: bool = False,
-                    likelihood_weighting: bool = False, eps: float = 1e-5, num_classes: int = 0,
-                    label_dropout: float = 0.0, model_key: bool = False) -> Callable:
+                    likelihood_weighting: bool = False, importance_sampling: bool = False, eps: float = 1e-5,
+                    num_classes: int = 0, label_dropout: float = 0.0, model_key: bool = False) -> Callable:
   """Weighted denoising score matching integrated over t (Song et al. 2021, Eq. 7).
 
       L(theta) = E_{t ~ U(eps, T)} E_{x0, z} [ w(t) || s_theta(alpha x0 + sigma z, t) + z / sigma ||^2 ]
 
   with w(t) = sigma(t)^2 by default (so the integrand is ||sigma s_theta + z||^2), or
-  w(t) = g(t)^2 with `likelihood_weighting` (then L bounds the KL, Song et al. 2021b).
+  w(t) = g(t)^2 with `likelihood_weighting` (then L bounds the KL, Song et al. 2021b). With
+  `importance_sampling` too, t is drawn from q(t) ~ g^2 / sigma^2 (`importance_times`) and each
+  term is weighted by w(t) / (q(t) (T - eps)): the same expectation, a lower variance (the weight
+  becomes proportional to sigma^2, which cancels the 1 / sigma^2 of the score error).
 
   Class-conditional training: a batch {"x": x [B, ...], "y": labels [B]} (or a tuple (x, y))
   trains s_theta(x, t, y); each label is replaced by the null label `num_classes` with
@@ -48,6 +82,7 @@ def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_me
     model_score_fn: model_score_fn(params, x, t) -> score.
     reduce_mean: average the squared error over data dimensions instead of summing.
     likelihood_weighting: use w(t) = g(t)^2.
+    importance_sampling: draw t from g^2 / sigma^2 (needs likelihood_weighting).
     eps: smallest time sampled, in (0, T).
     num_classes: K, the number of class labels (the null label is K); 0 for unconditional.
     label_dropout: probability of replacing a label by the null label, in [0, 1].
@@ -58,12 +93,17 @@ def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_me
     loss_fn(key, params, batch) -> scalar, the mean over the batch.
 
   Raises:
-    ValueError: eps outside (0, T), or bad num_classes / label_dropout.
+    ValueError: eps outside (0, T), bad num_classes / label_dropout, or importance_sampling
+      without likelihood_weighting.
   """
   if not 0.0 < eps < sde.T:
     raise ValueError(f"loss.eps={eps!r} must lie in (0, T={sde.T}).")
   _check_labels(num_classes, label_dropout)
+  if importance_sampling and not likelihood_weighting:
+    raise ValueError("loss.importance_sampling=True needs loss.likelihood_weighting=True (it samples t "
+                     "for the weight g(t)^2).")
   reduce = jnp.mean if reduce_mean else jnp.sum
+  draw_times = importance_times(sde, eps) if importance_sampling else None
 
   def loss_fn(key, params, batch):
     batch, y = split_batch(batch)
@@ -74,13 +114,18 @@ def get_sde_loss_fn(sde: sde_lib.SDE, model_score_fn: ModelScoreFn, *, reduce_me
     key_t, key_z, *key_m = jax.random.split(key, 3 if model_key else 2)
     if model_key:
       extra["key"] = key_m[0]
-    t = jax.random.uniform(key_t, (batch.shape[0],), minval=eps, maxval=sde.T)
+    if draw_times is None:
+      t = jax.random.uniform(key_t, (batch.shape[0],), minval=eps, maxval=sde.T)
+    else:
+      t, q = draw_times(key_t, batch.shape[0])
     z = jax.random.normal(key_z, batch.shape)
     mean, std = sde.marginal_prob(batch, t)
     std_b = _bcast(std, batch)
     score = model_score_fn(params, mean + std_b * z, t, **extra)
     axes = tuple(range(1, batch.ndim))
-    if likelihood_weighting:
+    if draw_times is not None:  # g^2 ||s + z / sigma||^2 / (q (T - eps)), written without 1 / sigma
+      losses = reduce((score * std_b + z) ** 2, axis=axes) * sde.diffusion(t) ** 2 / (std**2 * q * (sde.T - eps))
+    elif likelihood_weighting:
       losses = reduce((score + z / std_b) ** 2, axis=axes) * sde.diffusion(t) ** 2
     else:
       losses = reduce((score * std_b + z) ** 2, axis=axes)
@@ -233,11 +278,12 @@ def get_smld_loss_fn(sigmas, model_score_fn: Callable, *, reduce_mean: bool = Fa
 
 
 def _sde_loss(sde: sde_lib.SDE, score_model: models.ScoreModel, /, *, num_classes: int = 0, reduce_mean: bool = False,
-              likelihood_weighting: bool = False, eps: float = 1e-5, label_dropout: float = 0.0) -> Callable:
+              likelihood_weighting: bool = False, importance_sampling: bool = False, eps: float = 1e-5,
+              label_dropout: float = 0.0) -> Callable:
   """The continuous DSM loss of a score model (`get_sde_loss_fn`); dropout keys when the network has dropout."""
   return get_sde_loss_fn(sde, score_model.train_score_fn, reduce_mean=reduce_mean,
-                         likelihood_weighting=likelihood_weighting, eps=eps, num_classes=num_classes,
-                         label_dropout=label_dropout, model_key=score_model.dropout > 0)
+                         likelihood_weighting=likelihood_weighting, importance_sampling=importance_sampling, eps=eps,
+                         num_classes=num_classes, label_dropout=label_dropout, model_key=score_model.dropout > 0)
 
 
 def _ddpm_loss(sde: sde_lib.SDE, score_model: models.ScoreModel, /, *, num_classes: int = 0, loss_type: str = "l2",
