@@ -12,7 +12,7 @@ score evaluations per sample. Sample i draws all its randomness from fold_in(key
 not depend on the batch size or on how the batch is sharded.
 
 Files: `pc` (predictor-corrector), `ode` (probability-flow ODE), `schedules`, `ddim`, `edm`,
-`dpm_solver` (few-step solvers), `ancestral` (DDPM chain), `guidance`, `inverse` (inpainting,
+`dpm_solver`, `unipc` (few-step solvers), `ancestral` (DDPM chain), `guidance`, `inverse` (inpainting,
 colorization), `base` (the `Sampler` object).
 """
 
@@ -34,6 +34,7 @@ from sampling.ode import (ODE_SOLVERS, check_ode_args, get_ode_encoder, get_ode_
 from sampling.pc import (CORRECTORS, PREDICTORS, ancestral_sampling, annealed_langevin, euler_maruyama,
                          get_pc_sampler, langevin, reverse_diffusion)
 from sampling.schedules import SCHEDULES, end_time, get_time_schedule, sigma_edm, t_of_log_snr
+from sampling.unipc import get_unipc_sampler, unipc_solve
 from utils import Registry, per_sample_keys
 
 SAMPLERS = Registry("sampling", "method")
@@ -41,7 +42,7 @@ for _name, _factory in (("pc", get_pc_sampler), ("ode", get_ode_sampler),
                         ("ddpm_ancestral", get_vp_ancestral_sampler), ("ddim", get_ddim_sampler),
                         ("edm_heun", get_edm_heun_sampler), ("dpm_solver", get_dpm_solver_sampler),
                         ("dpm_solver_2m", dpm_solver_fixed_order(2)),
-                        ("dpm_solver_3m", dpm_solver_fixed_order(3))):
+                        ("dpm_solver_3m", dpm_solver_fixed_order(3)), ("unipc", get_unipc_sampler)):
   SAMPLERS.register(_name, _factory)
 
 
@@ -79,7 +80,7 @@ __all__ = [
     "ODE_SOLVERS", "solve_ode", "check_ode_args", "tolerances", "pf_ode_drift", "get_ode_sampler",
     "get_ode_encoder",
     "SCHEDULES", "t_of_log_snr", "sigma_edm", "end_time", "get_time_schedule", "get_ddim_sampler",
-    "get_edm_heun_sampler", "get_dpm_solver_sampler",
+    "get_edm_heun_sampler", "get_dpm_solver_sampler", "get_unipc_sampler", "unipc_solve",
     "get_ancestral_sampler", "get_vp_ancestral_sampler",
     "classifier_free_guidance", "classifier_guidance",
     "impose_known", "get_inpainting_sampler", "reconstruction_guidance", "colorization_basis",

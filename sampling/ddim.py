@@ -23,7 +23,8 @@ def _data_and_noise(sde: sde_lib.SDE, score_fn: ScoreFn, x: Array, t: Array) -> 
 
 def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int = 50,
                      schedule: str = "uniform_t", eps: float = 1e-3, eta: float = 0.0,
-                     denoise: bool = False, sigma_end: float | None = None) -> Sampler:
+                     denoise: bool = False, sigma_end: float | None = None,
+                     timesteps: tuple[float, ...] | None = None) -> Sampler:
   """DDIM (Song, Meng & Ermon 2021, Eq. 12) for any linear SDE; NFE = n_steps.
 
   A step from t to s < t, with (x0_hat, eps_hat) from Tweedie at (x_t, t):
@@ -40,6 +41,7 @@ def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int =
     n_steps: solver steps (= NFE).
     schedule: a time grid of `get_time_schedule`.
     eps: end time; sigma_end: the end noise level instead (`end_time`).
+    timesteps: with schedule="custom", the interior grid points in log-SNR (`get_time_schedule`).
     eta: the noise scale in [0, 1]; step i draws from fold_in(fold_in(fold_in(key, i), 1), step).
     denoise: make the last step the one to sigma = 0.
 
@@ -50,14 +52,15 @@ def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int =
     ValueError: bad shape, n_steps, schedule, eps, eta outside [0, 1], denoise with n_steps < 2,
       or sigma_end out of range (`end_time`).
   """
-  shape, eps, n_solver = fast_settings(sde, shape, n_steps, schedule, eps, denoise, sigma_end)
+  shape, eps, n_solver = fast_settings(sde, shape, n_steps, schedule, eps, denoise, sigma_end,
+                                     timesteps)
   utils.check_real("sampling.eta", eta, low=0.0, high=1.0)
 
   def run(key, score_fn, x_T, n_trajectory):
     del n_trajectory
     x, keys = start(key, sde, shape, x_T)
     keys = None if keys is None else fold(keys, 1)
-    ts = get_time_schedule(sde, n_solver, schedule=schedule, eps=eps)
+    ts = get_time_schedule(sde, n_solver, schedule=schedule, eps=eps, timesteps=timesteps)
 
     def step(x, i):
       t, s = jnp.full(shape[:1], ts[i]), jnp.full(shape[:1], ts[i + 1])

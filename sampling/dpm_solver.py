@@ -16,7 +16,8 @@ from utils import bcast
 def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: int = 2,
                            n_steps: int = 20, schedule: str = "uniform_t", eps: float = 1e-3,
                            lower_order_final: bool = True, denoise: bool = False,
-                           sigma_end: float | None = None) -> Sampler:
+                           sigma_end: float | None = None,
+                           timesteps: tuple[float, ...] | None = None) -> Sampler:
   """DPM-Solver++ multistep (Lu et al. 2022b, "DPM-Solver++", Alg. 2 for 2M; 3M); NFE = n_steps.
 
   The probability-flow ODE of a linear SDE, solved exactly in its linear part:
@@ -37,6 +38,7 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: i
     n_steps: solver steps (= NFE).
     schedule: a time grid of `get_time_schedule`.
     eps: end time; sigma_end: the end noise level instead (`end_time`).
+    timesteps: with schedule="custom", the interior grid points in log-SNR (`get_time_schedule`).
     lower_order_final: lower the order of the last steps.
     denoise: make the last step the one to sigma = 0.
 
@@ -47,7 +49,8 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: i
     ValueError: bad shape, n_steps, schedule, eps, order not in {1, 2, 3}, denoise with n_steps < 2,
       or sigma_end out of range (`end_time`).
   """
-  shape, eps, n_solver = fast_settings(sde, shape, n_steps, schedule, eps, denoise, sigma_end)
+  shape, eps, n_solver = fast_settings(sde, shape, n_steps, schedule, eps, denoise, sigma_end,
+                                     timesteps)
   if order not in (1, 2, 3) or isinstance(order, bool):
     raise ValueError(f"sampling.order={order!r} must be 1, 2 or 3.")
   orders = jnp.array([min(order, i + 1, n_solver - i if lower_order_final else order)
@@ -57,7 +60,7 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: i
   def run(key, score_fn, x_T, n_trajectory):
     del n_trajectory
     x, _ = start(key, sde, shape, x_T)
-    ts = get_time_schedule(sde, n_solver, schedule=schedule, eps=eps)
+    ts = get_time_schedule(sde, n_solver, schedule=schedule, eps=eps, timesteps=timesteps)
     lams = sde.log_snr(ts)
 
     def step(carry, i):

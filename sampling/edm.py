@@ -23,7 +23,8 @@ def get_edm_heun_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: i
                          schedule: str = "edm", eps: float = 1e-3, S_churn: float = 0.0,
                          S_tmin: float = 0.0, S_tmax: float = float("inf"),
                          S_noise: float = 1.0, denoise: bool = False,
-                         sigma_end: float | None = None) -> Sampler:
+                         sigma_end: float | None = None,
+                         timesteps: tuple[float, ...] | None = None) -> Sampler:
   """Karras et al. 2022 Heun sampler: Alg. 1 (S_churn = 0, deterministic) or Alg. 2 (churn).
 
   In x_edm = x / alpha_t and sigma = sigma_edm(t) = sigma_t / alpha_t the probability-flow ODE
@@ -43,6 +44,7 @@ def get_edm_heun_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: i
     n_steps: grid steps (NFE = 2 n_steps - 1).
     schedule: a time grid of `get_time_schedule`.
     eps: end time; sigma_end: the end noise level instead (`end_time`).
+    timesteps: with schedule="custom", the interior grid points in log-SNR (`get_time_schedule`).
     S_churn, S_tmin, S_tmax, S_noise: Alg. 2's churn (S_tmin, S_tmax in units of sigma_edm).
     denoise: make the last step the one to sigma = 0.
 
@@ -53,13 +55,14 @@ def get_edm_heun_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: i
     ValueError: bad shape, n_steps, schedule, eps, S_churn < 0, S_noise < 0, S_tmin > S_tmax, or
       denoise with n_steps < 2, or sigma_end out of range (`end_time`).
   """
-  shape, eps, n_solver = fast_settings(sde, shape, n_steps, schedule, eps, denoise, sigma_end)
+  shape, eps, n_solver = fast_settings(sde, shape, n_steps, schedule, eps, denoise, sigma_end,
+                                     timesteps)
   _check_churn(S_churn, S_tmin, S_tmax, S_noise)
   B = shape[0]
 
   def grid():
     """(ts, sigmas, t_hats, sigma_hats) [n_steps + 1]: the grid and its churned times."""
-    ts = get_time_schedule(sde, n_solver, schedule=schedule, eps=eps)
+    ts = get_time_schedule(sde, n_solver, schedule=schedule, eps=eps, timesteps=timesteps)
     if denoise:  # t = 0: sigma_edm = 0 and alpha = 1 for every SDE
       ts = jnp.append(ts, 0.0)
     sigmas = sigma_edm(sde, ts)

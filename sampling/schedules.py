@@ -42,7 +42,11 @@ def t_of_log_snr(sde: sde_lib.SDE, lam: Array, *, t_max: float | None = None,
     return jnp.where(later, mid, lo), jnp.where(later, hi, mid)
 
   lo, hi = jax.lax.fori_loop(0, n_iters, bisect, (jnp.zeros_like(lam), jnp.full_like(lam, t_max)))
-  return 0.5 * (lo + hi)
+  t = jax.lax.stop_gradient(0.5 * (lo + hi))
+  # The implicit-function derivative dt/dlambda = 1 / lambda'(t), so grids in lambda can be
+  # optimised through the samplers (the value is the bisection's, unchanged).
+  _, dlam_dt = jax.jvp(lambda u: sde.log_snr(u.reshape(-1)).reshape(u.shape), (t,), (jnp.ones_like(t),))
+  return t + (lam - jax.lax.stop_gradient(lam)) / jax.lax.stop_gradient(dlam_dt)
 
 
 def sigma_edm(sde: sde_lib.SDE, t: Array) -> Array:
@@ -52,9 +56,33 @@ def sigma_edm(sde: sde_lib.SDE, t: Array) -> Array:
 
 
 def _check_schedule(sde: sde_lib.SDE, n_steps: int, schedule: str, eps: float) -> None:
-  utils.check_choice("sampling.schedule", schedule, SCHEDULES)
+  utils.check_choice("sampling.schedule", schedule, SCHEDULES + ("custom",))
   utils.check_int("sampling.n_steps", n_steps, 1)
   utils.check_real("sampling.eps", eps, low=0.0, high=sde.T, low_open=True, high_open=True)
+
+
+def check_timesteps(sde: sde_lib.SDE, schedule: str, timesteps, n_solver: int, eps: float) -> tuple | None:
+  """The interior log-SNRs of a "custom" grid as a tuple of floats (None for the other schedules).
+
+  Raises:
+    ValueError: timesteps given without schedule="custom" or missing with it; not n_solver - 1
+      numbers strictly increasing inside (lambda(T), lambda(eps)).
+  """
+  if schedule != "custom":
+    if timesteps is not None:
+      raise ValueError(f"sampling.timesteps={timesteps!r} needs sampling.schedule='custom' "
+                       f"(got schedule={schedule!r}).")
+    return None
+  with jax.ensure_compile_time_eval():
+    lam_T, lam_eps = (float(v) for v in sde.log_snr(jnp.array([sde.T, eps], jnp.float32)))
+  values = np.asarray(timesteps if timesteps is not None else [], np.float64).reshape(-1)
+  ok = (timesteps is not None and values.size == n_solver - 1 and np.all(np.diff(values) > 0)
+        and np.all(values > lam_T) and np.all(values < lam_eps))
+  if not ok:
+    raise ValueError(f"sampling.timesteps={timesteps!r} must be {n_solver - 1} log-SNR values (the "
+                     f"interior points of a grid of {n_solver} solver steps), strictly increasing "
+                     f"inside (lambda(T), lambda(end)) = ({lam_T:.4g}, {lam_eps:.4g}).")
+  return tuple(float(v) for v in values)
 
 
 def end_time(sde: sde_lib.SDE, *, eps: float = 1e-3, sigma_end: float | None = None) -> float:
@@ -75,14 +103,14 @@ def end_time(sde: sde_lib.SDE, *, eps: float = 1e-3, sigma_end: float | None = N
 
 
 def fast_settings(sde: sde_lib.SDE, shape, n_steps: int, schedule: str, eps: float, denoise: bool,
-                  sigma_end: float | None) -> tuple[tuple[int, ...], float, int]:
+                  sigma_end: float | None, timesteps=None) -> tuple[tuple[int, ...], float, int]:
   """(shape, end time, solver steps from T to the end time) of a few-step sampler.
 
   With `denoise` the last of the n_steps is the step to sigma = 0, so n_steps - 1 solver steps.
 
   Raises:
-    ValueError: bad shape, n_steps, schedule, eps, denoise with n_steps < 2, or sigma_end out of
-      range (`end_time`).
+    ValueError: bad shape, n_steps, schedule, eps, denoise with n_steps < 2, sigma_end out of
+      range (`end_time`), or bad custom timesteps (`check_timesteps`).
   """
   eps = end_time(sde, eps=eps, sigma_end=sigma_end)
   shape = check_common(sde, shape, eps)
@@ -91,11 +119,12 @@ def fast_settings(sde: sde_lib.SDE, shape, n_steps: int, schedule: str, eps: flo
   if denoise and n_steps < 2:
     raise ValueError(f"sampling.n_steps={n_steps!r} must be >= 2 with sampling.denoise=True "
                      "(at least one solver step before the step to sigma = 0).")
+  check_timesteps(sde, schedule, timesteps, n_steps - int(denoise), eps)
   return shape, eps, n_steps - int(denoise)
 
 
 def get_time_schedule(sde: sde_lib.SDE, n_steps: int, *, schedule: str = "log_snr",
-                      eps: float = 1e-3, rho: float = 7.0) -> Array:
+                      eps: float = 1e-3, rho: float = 7.0, timesteps=None) -> Array:
   """Times ts [n_steps + 1], decreasing from ts[0] = T to ts[-1] = eps (both exact).
 
   With u_i = i / n_steps:
@@ -104,7 +133,9 @@ def get_time_schedule(sde: sde_lib.SDE, n_steps: int, *, schedule: str = "log_sn
     "edm":       sigma_i = (sigma_max^(1/rho) + u_i (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho in
                  sigma_edm = sigma_t / alpha_t, between sigma_edm(T) and sigma_edm(eps)
                  (Karras et al. 2022, Eq. 5);
-    "quadratic": t_i = eps + (T - eps) (1 - u_i)^2, denser near eps.
+    "quadratic": t_i = eps + (T - eps) (1 - u_i)^2, denser near eps;
+    "custom":    lambda_1..lambda_{n_steps - 1} = timesteps (increasing log-SNRs, e.g. an
+                 optimised grid; traced values are allowed, so grids can be differentiated).
   lambda and sigma_edm grids are mapped back to t with `t_of_log_snr`.
 
   Raises:
@@ -120,7 +151,11 @@ def get_time_schedule(sde: sde_lib.SDE, n_steps: int, *, schedule: str = "log_sn
     ts = eps + (T - eps) * (1.0 - u) ** 2
   else:
     lam_T, lam_eps = sde.log_snr(jnp.array([T, eps], jnp.float32))
-    if schedule == "log_snr":
+    if schedule == "custom":
+      if timesteps is None or jnp.shape(timesteps) != (n_steps - 1,):
+        raise ValueError(f"sampling.timesteps must be {n_steps - 1} log-SNR values with schedule='custom'.")
+      lam = jnp.concatenate([lam_T[None], jnp.asarray(timesteps, jnp.float32), lam_eps[None]])
+    elif schedule == "log_snr":
       lam = lam_T + u * (lam_eps - lam_T)
     else:  # sigma^(1/rho) = exp(-lambda / rho)
       root_max, root_min = jnp.exp(-lam_T / rho), jnp.exp(-lam_eps / rho)
