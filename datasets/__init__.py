@@ -8,6 +8,7 @@ from typing import Callable
 import jax.numpy as jnp
 
 from datasets.images import DIGITS_N_TEST, DIGITS_SPLIT_SEED, Digits, ImageDataset, NpzImages
+from datasets.posterior import MixturePosterior, linear_gaussian_posterior
 from datasets.toy import DEFAULT_COVS, DEFAULT_MEANS, DEFAULT_WEIGHTS, Box1D, GaussianMixture, Target
 from utils import Registry
 
