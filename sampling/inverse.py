@@ -1,5 +1,7 @@
-"""Linear inverse problems: inpainting / imputation by replacement, reconstruction guidance and
-colorization (Song et al. 2021, App. I.2; Ho et al. 2022; Chung et al. 2023)."""
+"""Linear inverse problems y = A x + sigma_y n by replacement and reconstruction guidance:
+inpainting, colorization and any `sampling.operators` operator (Song et al. 2021, App. I.2;
+Ho et al. 2022; Chung et al. 2023; Song et al. 2023). DPS, DDRM and the SMC sampler live in
+`dps.py`, `ddrm.py` and `smc.py`."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 import sde_lib
 import utils
 from sampling.base import ScoreFn, as_pytree_fn, start
+from sampling.operators import ChannelMix, LinearOperator, Mask, colorization_basis, require_svd
 from sampling.pc import PCSettings, pc_settings, pc_solve
 from utils import bcast, fold, normal
 
@@ -82,7 +85,8 @@ def get_inpainting_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, predicto
   """
   cfg = pc_settings(sde, shape, predictor=predictor, corrector=corrector, snr=snr, n_steps=n_steps,
                     probability_flow=probability_flow, denoise=denoise, eps=eps)
-  compiled = jax.jit(lambda key, score_fn, x_known, mask: _inpaint(cfg, key, score_fn, x_known, mask))
+  compiled = jax.jit(lambda key, score_fn, x_known, mask: _replace(cfg, key, score_fn, Mask(mask, cfg.shape[1:]),
+                                                                    x_known, None))
 
   def sampler(key, score_fn, x_known, mask):
     _check_mask(cfg.shape, x_known, mask)
@@ -146,39 +150,140 @@ def reconstruction_guidance(sde: sde_lib.SDE, score_fn: ScoreFn, x_known: Array,
                                jnp.asarray(data_var, jnp.float32))
 
 
-def colorization_basis(n_channels: int) -> np.ndarray:
-  """An orthogonal [C, C] matrix M whose first row is (1, ..., 1) / sqrt(C).
+def posterior_var(alpha: Array, sigma: Array, data_var) -> Array:
+  """r_t^2 = v sigma_t^2 / (alpha_t^2 v + sigma_t^2): Var[x0 | x_t] for N(0, v I) data (Song et al. 2023)."""
+  return data_var * sigma**2 / (alpha**2 * data_var + sigma**2)
 
-  u = M x (per pixel, over channels) has u_0 = sqrt(C) grey with grey the channel mean, and
-  u_1.. spanning the colour directions orthogonal to grey (Song et al. 2021, App. I.2).
+
+def guided_terms(sde: sde_lib.SDE, score_fn: ScoreFn, op: LinearOperator, y: Array, sigma_y, data_var,
+                 x: Array, t: Array) -> tuple[Array, Array, Array]:
+  """(s(x, t), grad_x log p~_t(y | x), log p~_t(y | x) [B]), one NFE and one vector-Jacobian product,
+  for the Gaussian approximation (Chung et al. 2023; Song et al. 2023, PiGDM)
+
+      p~_t(y | x_t) = N(y; A x0_hat(x_t), r_t^2 A A^T + sigma_y^2 I),  x0_hat = (x_t + sigma_t^2 s) / alpha_t,
+
+  log p~ up to a term constant in x (`LinearOperator.log_likelihood`)."""
+  alpha, sigma = sde.marginal_coeffs(t)
+  r2 = posterior_var(alpha, sigma, data_var)
+
+  def log_lik(x_):
+    s = score_fn(x_, t)
+    x0 = (x_ + bcast(sigma**2, x_) * s) / bcast(alpha, x_)
+    ll = op.log_likelihood(y, x0, r2, sigma_y)
+    return jnp.sum(ll), (s, ll)
+
+  grad, (s, ll) = jax.grad(log_lik, has_aux=True)(x)
+  return s, grad, ll
+
+
+@dataclasses.dataclass(frozen=True)
+class _OperatorGuided:
+  """The guided score of `linear_guidance` (value-compared, as `_ReconstructionGuided`)."""
+  sde: sde_lib.SDE
+  op: LinearOperator
+
+  def __call__(self, score_fn, y, sigma_y, scale, data_var, x, t):
+    s, grad, _ = guided_terms(self.sde, score_fn, self.op, y, sigma_y, data_var, x, t)
+    return s + scale * grad
+
+
+def linear_guidance(sde: sde_lib.SDE, score_fn: ScoreFn, operator: LinearOperator, y: Array, *,
+                    sigma_y: float = 0.0, scale: float = 1.0, data_var: float = 1.0) -> ScoreFn:
+  """Reconstruction guidance for y = A x + sigma_y n with any operator:
+
+      s(x_t | y) ~ s(x_t) + scale grad_{x_t} log N(y; A x0_hat(x_t), r_t^2 A A^T + sigma_y^2 I)
+
+  (`guided_terms`; the covariance from the operator's SVD, or (r_t^2 + sigma_y^2) I without
+  one). For a `Mask` with sigma_y = 0 this is `reconstruction_guidance`. Use the result as the
+  score of any sampler.
+
+  Args:
+    sde: the forward SDE.
+    score_fn: the unconditional score.
+    operator: a `sampling.operators` operator.
+    y: observations [B, *operator.out_shape].
+    sigma_y: the observation noise standard deviation (>= 0).
+    scale: guidance weight.
+    data_var: v, the per-coordinate data variance assumed in r_t^2.
+
+  Returns:
+    score_fn(x, t), a pytree-callable for any sampler.
 
   Raises:
-    ValueError: n_channels < 2.
+    ValueError: a bad operator, y shape, sigma_y < 0 or data_var <= 0.
   """
-  if not (isinstance(n_channels, (int, np.integer)) and n_channels >= 2):
-    raise ValueError(f"n_channels={n_channels!r} must be an integer >= 2 for colorization.")
-  a = np.eye(n_channels)
-  a[:, 0] = 1.0
-  q, _ = np.linalg.qr(a)
-  q = q * np.sign(q[0, 0])  # first column +1/sqrt(C)
-  return q.T
+  if not isinstance(operator, LinearOperator):
+    raise ValueError(f"operator={operator!r} must be a sampling.operators.LinearOperator.")
+  operator.check_y(y, int(np.shape(y)[0]) if np.ndim(y) else -1)
+  utils.check_real("sigma_y", sigma_y, low=0.0)
+  utils.check_real("data_var", data_var, low=0.0, low_open=True)
+  return jax.tree_util.Partial(_OperatorGuided(sde, operator), as_pytree_fn(score_fn), jnp.asarray(y),
+                               jnp.asarray(sigma_y, jnp.float32), jnp.asarray(scale, jnp.float32),
+                               jnp.asarray(data_var, jnp.float32))
 
 
-def _rotated_score(score_fn, M, u, t):
-  return score_fn(u @ M, t) @ M.T  # orthogonal change of variables: s_u(u) = M s_x(M^T u)
+def _replace(cfg: PCSettings, key, score_fn, op: LinearOperator, y, guidance: tuple | None):
+  """Replacement in the operator's spectral coordinates u = V^T x, where y fixes the positions
+  with s > 0 to y_bar = s^+ U^T y; optionally with mask reconstruction guidance there; (x, nfe)."""
+  u_known, known = op.spectral_data(y), op.known
+  u_score = score_fn if op.identity_basis else (lambda u, t: op.Vt(score_fn(op.V(u), t)))
+  if guidance is not None:
+    scale, data_var = guidance
+    u_score = reconstruction_guidance(cfg.sde, u_score, u_known, known, scale=scale, data_var=data_var)
+  u, nfe = _inpaint(cfg, key, u_score, u_known, known)
+  return (u if op.identity_basis else op.V(u)), nfe
+
+
+def get_replacement_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], operator: LinearOperator, *,
+                            guidance_scale: float = 0.0, data_var: float = 1.0, **pc_kwargs) -> Callable:
+  """Replacement for any operator with an SVD (Song et al. 2021, App. I.2; Kawar et al. 2022).
+
+  The noise is isotropic, so in the spectral coordinates u = V^T x the SDE is unchanged and the
+  score is V^T s(V u). There y determines u at the positions with s > 0 (u = s^+ U^T y), and the
+  sampler is `get_inpainting_sampler` on u with that mask; the result is rotated back, so
+  A x = y exactly for y in the range of A. Observation noise is ignored (y is taken as exact).
+  With guidance_scale > 0 the spectral score is also `reconstruction_guidance`d towards the
+  known coordinates. For a `Mask` this is `get_inpainting_sampler`; for `ChannelMix.grey`,
+  `get_colorization_sampler`.
+
+  Args:
+    sde, shape: the forward SDE and the batch shape [B, *operator.in_shape].
+    operator: a `sampling.operators` operator with an SVD.
+    guidance_scale, data_var: reconstruction guidance in spectral coordinates (0: none).
+    **pc_kwargs: the PC settings of `get_pc_sampler`.
+
+  Returns:
+    sampler(key, score_fn, y) -> (x, nfe); y [B, *operator.out_shape].
+
+  Raises:
+    ValueError: bad settings, an operator without an SVD or of another shape; at call time, y of
+      the wrong shape.
+  """
+  require_svd(operator, "replacement")
+  cfg = pc_settings(sde, shape, **pc_kwargs)
+  operator.check_x_shape(cfg.shape)
+  utils.check_real("guidance_scale", guidance_scale, low=0.0)
+  guidance = None
+  if guidance_scale > 0:
+    guidance = (guidance_scale, utils.check_real("data_var", data_var, low=0.0, low_open=True))
+  run = jax.jit(lambda key, score_fn, y: _replace(cfg, key, score_fn, operator, y, guidance))
+
+  def sampler(key, score_fn, y):
+    operator.check_y(y, cfg.shape[0])
+    return run(key, as_pytree_fn(score_fn), y)
+
+  return sampler
 
 
 def get_colorization_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, guidance_scale: float = 0.0,
                              data_var: float = 1.0, **pc_kwargs) -> Callable:
   """Colorization: samples x [B, ..., C] (channels last) given its grey image mean_c x.
 
-  The forward noise is isotropic, so in the orthogonal basis u = M x of `colorization_basis`
-  the SDE is unchanged and the score is M s(M^T u). There the grey image is the known
-  coordinate u_0 = sqrt(C) grey, and colorization is `get_inpainting_sampler` on u with a
-  mask on channel 0; the result is rotated back, so mean_c x = grey exactly. With
-  guidance_scale > 0 the rotated score is also `reconstruction_guidance`d towards the grey
-  image (scale, data_var as there), which removes most of the replacement bias. Compiled once
-  per sampler.
+  `get_replacement_sampler` with the operator `ChannelMix.grey`: in the orthogonal basis
+  u = M x of `colorization_basis` the grey image is the known coordinate u_0 = sqrt(C) grey;
+  the result is rotated back, so mean_c x = grey exactly. With guidance_scale > 0 the rotated
+  score is also `reconstruction_guidance`d towards the grey image (scale, data_var as there),
+  which removes most of the replacement bias. Compiled once per sampler.
 
   Args:
     sde, shape: as `get_inpainting_sampler`; shape[-1] = C >= 2.
@@ -192,25 +297,13 @@ def get_colorization_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, guidan
   Raises:
     ValueError: bad settings or C < 2; at call time, grey of the wrong shape.
   """
-  M = jnp.asarray(colorization_basis(shape[-1]), jnp.float32)
-  cfg = pc_settings(sde, shape, **pc_kwargs)
-  shape = cfg.shape
-  if guidance_scale > 0:
-    utils.check_real("data_var", data_var, low=0.0, low_open=True)
-  mask = jnp.zeros(shape[-1]).at[0].set(1.0)
-
-  @jax.jit
-  def run(key, score_fn, grey):
-    u_known = jnp.zeros(shape).at[..., 0].set(jnp.sqrt(float(shape[-1])) * grey)
-    u_score = jax.tree_util.Partial(_rotated_score, score_fn, M)
-    if guidance_scale > 0:
-      u_score = reconstruction_guidance(sde, u_score, u_known, mask, scale=guidance_scale, data_var=data_var)
-    u, nfe = _inpaint(cfg, key, u_score, u_known, mask)
-    return u @ M, nfe
+  colorization_basis(shape[-1])  # C >= 2
+  op = ChannelMix.grey(tuple(shape)[1:])
+  replace = get_replacement_sampler(sde, shape, op, guidance_scale=guidance_scale, data_var=data_var, **pc_kwargs)
 
   def sampler(key, score_fn, grey):
     if tuple(jnp.shape(grey)) != tuple(shape[:-1]):
       raise ValueError(f"grey.shape={tuple(jnp.shape(grey))} must equal shape[:-1]={tuple(shape[:-1])}.")
-    return run(key, as_pytree_fn(score_fn), grey)
+    return replace(key, score_fn, jnp.asarray(grey)[..., None])
 
   return sampler

@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 
 import datasets
+import metrics
+import sampling
 import sde_lib
 from sampling import operators as O
+from sampling.inverse import get_replacement_sampler, linear_guidance
 
 MIX = datasets.GaussianMixture()
 IMG = (4, 4, 3)
@@ -100,3 +103,35 @@ def test_posterior_against_importance_sampling_and_its_own_samples():
   s = np.asarray(post.sample(jax.random.key(1), 200_000), np.float64)
   np.testing.assert_allclose(s.mean(0), post.mean(), atol=0.02)
   np.testing.assert_allclose(np.cov(s.T), post.cov(), atol=0.02)
+
+
+def test_inpainting_is_replacement_with_a_mask_and_guidance_with_a_mask():
+  """get_replacement_sampler with a Mask is get_inpainting_sampler (bitwise); linear_guidance with
+  a Mask and sigma_y = 0 is reconstruction_guidance (1e-5 relative)."""
+  sde = sde_lib.VPSDE(N=5)
+  oracle = MIX.score_fn(sde)
+  x_known, mask = MIX.sample(jax.random.key(1), 8), jnp.array([1.0, 0.0])
+  key = jax.random.key(0)
+  a, _ = sampling.get_inpainting_sampler(sde, (8, 2), corrector="none")(key, oracle, x_known, mask)
+  b, _ = get_replacement_sampler(sde, (8, 2), O.Mask(mask, (2,)), corrector="none")(key, oracle, x_known)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  x, t = MIX.sample(jax.random.key(2), 8), jnp.linspace(0.1, 0.9, 8)
+  g1 = sampling.reconstruction_guidance(sde, oracle, x_known, mask)(x, t)
+  g2 = linear_guidance(sde, oracle, O.Mask(mask, (2,)), x_known)(x, t)
+  np.testing.assert_allclose(g2, g1, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(g1))))
+
+
+@pytest.mark.slow
+def test_colorization_is_replacement_with_the_grey_operator():
+  """get_replacement_sampler with ChannelMix.grey is get_colorization_sampler (bitwise), with and
+  without guidance."""
+  sde = sde_lib.VPSDE(N=5)
+  flat = MIX.score_fn(sde)
+  score = lambda x, t: flat(x.reshape(-1, 2), t).reshape(x.shape) * 0.5
+  grey = jnp.linspace(-1.0, 1.0, 8).reshape(8, 1)
+  for scale in (0.0, 1.0):
+    a, _ = sampling.get_colorization_sampler(sde, (8, 1, 2), corrector="none", guidance_scale=scale)(
+        jax.random.key(0), score, grey)
+    b, _ = get_replacement_sampler(sde, (8, 1, 2), O.ChannelMix.grey((1, 2)), corrector="none",
+                                   guidance_scale=scale)(jax.random.key(0), score, grey[..., None])
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
