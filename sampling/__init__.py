@@ -27,13 +27,17 @@ from sampling.ddim import get_ddim_sampler
 from sampling.dpm_solver import dpm_solver_fixed_order, get_dpm_solver_sampler
 from sampling.edm import get_edm_heun_sampler
 from sampling.guidance import classifier_free_guidance, classifier_guidance
-from sampling.inverse import (colorization_basis, get_colorization_sampler, get_inpainting_sampler, impose_known,
-                              reconstruction_guidance)
+from sampling import operators
+from sampling.ddrm import get_ddrm_sampler
+from sampling.dps import get_dps_sampler
+from sampling.inverse import (colorization_basis, get_colorization_sampler, get_inpainting_sampler,
+                              get_replacement_sampler, impose_known, linear_guidance, reconstruction_guidance)
 from sampling.ode import (ODE_SOLVERS, check_ode_args, get_ode_encoder, get_ode_sampler, pf_ode_drift, solve_ode,
                           tolerances)
 from sampling.pc import (CORRECTORS, PREDICTORS, ancestral_sampling, annealed_langevin, euler_maruyama,
                          get_pc_sampler, langevin, reverse_diffusion)
 from sampling.schedules import SCHEDULES, end_time, get_time_schedule, sigma_edm, t_of_log_snr
+from sampling.smc import get_smc_sampler
 from sampling.unipc import get_unipc_sampler, unipc_solve
 from utils import Registry, per_sample_keys
 
@@ -84,5 +88,6 @@ __all__ = [
     "get_ancestral_sampler", "get_vp_ancestral_sampler",
     "classifier_free_guidance", "classifier_guidance",
     "impose_known", "get_inpainting_sampler", "reconstruction_guidance", "colorization_basis",
-    "get_colorization_sampler",
+    "get_colorization_sampler", "operators", "get_replacement_sampler", "linear_guidance", "get_dps_sampler",
+    "get_ddrm_sampler", "get_smc_sampler",
 ]

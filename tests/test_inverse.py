@@ -11,7 +11,10 @@ import metrics
 import sampling
 import sde_lib
 from sampling import operators as O
+from sampling.ddrm import get_ddrm_sampler
+from sampling.dps import get_dps_sampler
 from sampling.inverse import get_replacement_sampler, linear_guidance
+from sampling.smc import get_smc_sampler
 
 MIX = datasets.GaussianMixture()
 IMG = (4, 4, 3)
@@ -39,6 +42,31 @@ def test_operator_transpose_svd_and_pseudo_inverse(op):
   np.testing.assert_allclose(op.U(op.Ut(v)), v, atol=1e-5)
   np.testing.assert_allclose(op.A(op.pinv(y)), y, atol=1e-4)
   np.testing.assert_allclose(np.asarray(y).reshape(2, -1), np.asarray(x).reshape(2, -1) @ op.matrix().T, atol=1e-5)
+
+
+def test_operator_and_method_arguments_are_checked():
+  sde = sde_lib.VPSDE(N=10)
+  with pytest.raises(ValueError, match="mask.shape"):
+    O.Mask(jnp.ones(3), (2,))
+  with pytest.raises(ValueError, match="factor=3"):
+    O.AvgPool(3, IMG)
+  with pytest.raises(ValueError, match="W.shape"):
+    O.ChannelMix(np.ones((4, 3)), IMG)
+  with pytest.raises(ValueError, match="matrix.shape"):
+    O.Dense(np.ones((3, 2)), (2,))
+  with pytest.raises(ValueError, match="kernel="):
+    O.SeparableBlur([0.5, 0.5], IMG)
+  fn_op = O.FunctionOperator(lambda x: x[:, :1], lambda y: jnp.pad(y, ((0, 0), (0, 1))), (2,), (1,))
+  with pytest.raises(ValueError, match="has no SVD"):
+    get_ddrm_sampler(sde, (4, 2), fn_op)
+  with pytest.raises(ValueError, match="sigma_y=0"):
+    get_smc_sampler(sde, (4, 2), fn_op, sigma_y=0.0)
+  with pytest.raises(ValueError, match="shape=\\(4, 3\\)"):
+    get_dps_sampler(sde, (4, 3), fn_op)
+  with pytest.raises(ValueError, match="y.shape"):
+    get_dps_sampler(sde, (4, 2), fn_op)(jax.random.key(0), MIX.score_fn(sde), jnp.zeros((4, 2)))
+  with pytest.raises(ValueError, match="sigma_y=-0.1"):
+    datasets.linear_gaussian_posterior(MIX, np.eye(2), np.zeros(2), -0.1)
 
 
 def _information_form(target, A, y, sigma_y):
@@ -135,3 +163,70 @@ def test_colorization_is_replacement_with_the_grey_operator():
     b, _ = get_replacement_sampler(sde, (8, 1, 2), O.ChannelMix.grey((1, 2)), corrector="none",
                                    guidance_scale=scale)(jax.random.key(0), score, grey[..., None])
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _ratio(x, post, n, seed=100, n_refs=3):
+  refs = [post.sample(jax.random.key(seed + i), n) for i in range(n_refs + 1)]
+  floor = np.mean([metrics.energy_distance(refs[i], refs[i + 1]) for i in range(n_refs)])
+  return float(np.mean([metrics.energy_distance(x, r) for r in refs[1:]]) / floor)
+
+
+@pytest.mark.slow
+def test_ddrm_keeps_noiseless_observations_and_samples_the_prior_without_any():
+  """Noiseless mask (eta_b = 1): the observed coordinate is returned exactly; an all-zero mask
+  (no observation) with eta = 0: DDRM is DDIM and its 1,000 samples (100 steps) are within 2x the
+  floor of the prior. (With the published eta = 0.85 it is not: the fresh noise eta sigma_s per
+  step does not vanish as the steps shrink; benchmarks/RESULTS.md.)"""
+  sde, n = sde_lib.VPSDE(N=100), 1000
+  oracle = MIX.score_fn(sde)
+  y = jnp.zeros((n, 2)).at[:, 0].set(1.5)
+  x, nfe = get_ddrm_sampler(sde, (n, 2), O.Mask(jnp.array([1.0, 0.0]), (2,)))(jax.random.key(0), oracle, y)
+  assert int(nfe) == 20
+  np.testing.assert_array_equal(np.asarray(x[:, 0]), 1.5)
+  x, _ = get_ddrm_sampler(sde, (n, 2), O.Mask(jnp.zeros(2), (2,)), n_steps=100, eta=0.0)(jax.random.key(1), oracle, y)
+  prior = datasets.linear_gaussian_posterior(MIX, np.zeros((1, 2)), np.zeros(1), 1.0)  # = the prior
+  assert _ratio(np.asarray(x), prior, n) < 2.0
+
+
+@pytest.mark.slow
+def test_dps_without_guidance_samples_the_prior_and_with_it_fits_y():
+  """zeta' = 0: DPS is DDPM ancestral sampling (1,000 samples within 2x the prior's floor);
+  zeta' = 0.1: the mean residual |y - A x| is under 0.2x the unguided one. (At the published
+  zeta' = 1 the normalised step does not shrink with the residual and overshoots in 2-D;
+  benchmarks/RESULTS.md.)"""
+  sde, n = sde_lib.VPSDE(N=200), 1000
+  oracle, op = MIX.score_fn(sde), O.Dense([[0.6, 0.8]], (2,))
+  y = jnp.full((n, 1), 1.5)
+  x0, nfe = get_dps_sampler(sde, (n, 2), op, zeta=0.0)(jax.random.key(0), oracle, y)
+  x1, _ = get_dps_sampler(sde, (n, 2), op, zeta=0.1)(jax.random.key(0), oracle, y)
+  assert int(nfe) == 201
+  prior = datasets.linear_gaussian_posterior(MIX, np.zeros((1, 2)), np.zeros(1), 1.0)
+  assert _ratio(np.asarray(x0), prior, n) < 2.0
+  res = lambda x: float(jnp.mean(jnp.abs(op.A(x) - y)))
+  assert res(x1) < 0.2 * res(x0), (res(x1), res(x0))
+
+
+def test_smc_rows_do_not_depend_on_the_batch_size():
+  sde = sde_lib.VPSDE(N=5)
+  op = O.Dense([[0.6, 0.8]], (2,))
+  y = jnp.linspace(-1.0, 1.0, 8)[:, None]
+  run = lambda n: get_smc_sampler(sde, (n, 2), op, sigma_y=0.2, n_particles=4)(jax.random.key(3), MIX.score_fn(sde), y[:n])
+  (x3, nfe), (x8, _) = run(3), run(8)
+  assert int(nfe) == 4 * 6
+  np.testing.assert_allclose(np.asarray(x3), np.asarray(x8[:3]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_smc_bias_falls_with_the_particle_count():
+  """A general A = (0.6, 0.8), sigma_y = 0.1, on the 2-D mixture (VPSDE N = 200, 1,000 samples):
+  one particle (the guided sampler alone) is biased, 16 particles are within 1.5x the floor of
+  the exact posterior and under half the one-particle ratio."""
+  sde, n = sde_lib.VPSDE(N=200), 1000
+  op, sigma_y = O.Dense([[0.6, 0.8]], (2,)), 0.1
+  post = datasets.linear_gaussian_posterior(MIX, op.matrix(), np.array([0.5]), sigma_y)
+  y = jnp.full((n, 1), 0.5)
+  ratio = {}
+  for K in (1, 16):
+    x, _ = get_smc_sampler(sde, (n, 2), op, sigma_y=sigma_y, n_particles=K)(jax.random.key(0), MIX.score_fn(sde), y)
+    ratio[K] = _ratio(np.asarray(x), post, n)
+  assert ratio[16] < 1.5 and ratio[16] < 0.5 * ratio[1], ratio
