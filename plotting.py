@@ -1,7 +1,8 @@
 """PNG figures for a run's `plots/` folder: samples, trajectories, score fields, losses, images.
 
-Imported only by `run_lib`. Every function writes one PNG to `path` (creating its folder),
-closes its figure, and accepts numpy or jax arrays. Data is [n, d]: d = 1 is drawn as
+Every function writes one PNG to `path` (creating its folder) and accepts numpy or jax arrays.
+Figures are `matplotlib.figure.Figure` objects rendered by Agg, so importing this module leaves
+pyplot's backend alone (a notebook keeps its inline plots). Data is [n, d]: d = 1 is drawn as
 histograms and curves, d = 2 as scatter plots over the true density; for d > 2 the first two
 coordinates are drawn and the titles say so (no density is drawn then, since the marginal of
 the first two coordinates is not available from `target.log_prob`).
@@ -18,14 +19,16 @@ import math
 import os
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import matplotlib
-
-matplotlib.use("Agg")  # no display: figures are only ever written to files
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.cm
+import matplotlib.colors
+import matplotlib.pyplot as plt  # colour maps and image files; figures are Figure objects, drawn by Agg
+import matplotlib.ticker
+import numpy as np
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
   import datasets
@@ -35,7 +38,7 @@ ScoreFn = Callable  # score_fn(x [n, d], t [n]) -> [n, d]
 
 _DPI = 110
 _GRID_MIN_PX = 512  # image grids are enlarged (nearest neighbour) to at least this many pixels
-_DENSITY_CMAP = "Blues"
+_HDR_MASSES = (0.5, 0.9, 0.99)  # density contours around the highest-density regions of this mass
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -84,26 +87,41 @@ def _jitted_log_prob(target) -> Callable:
   return jax.jit(target.log_prob)
 
 
-def _density(target, x: np.ndarray) -> np.ndarray:
-  """exp(target.log_prob(x)) as numpy [n]; -inf and NaN log densities become 0."""
-  logp = np.asarray(_jitted_log_prob(target)(jnp.asarray(x, jnp.float32)), np.float64)
+def _density(target, x: np.ndarray, log_prob: Callable | None = None) -> np.ndarray:
+  """exp(log_prob(x)) as numpy [n] (default: the target's jitted log_prob); -inf and NaN log
+  densities become 0."""
+  log_prob = log_prob or _jitted_log_prob(target)
+  logp = np.asarray(log_prob(jnp.asarray(x, jnp.float32)), np.float64)
   return np.exp(np.where(np.isnan(logp), -np.inf, logp))  # exp(-inf) = 0, silently
 
 
-def _draw_density(ax, target, rng: np.ndarray, d: int, n: int = 150, filled: bool = True) -> None:
-  """The true density on `ax`: a (filled) contour for d = 2, a curve for d = 1, nothing otherwise."""
-  if target is None or target.dim != d or d > 2:
-    return
-  if d == 1:
-    grid = np.linspace(rng[0, 0], rng[0, 1], 1000)[:, None]
-    ax.plot(grid[:, 0], _density(target, grid), color="k", lw=1.5, label="true density")
-    return
+def _grid_2d(rng: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(gx, gy, points [n * n, 2]) of an n x n grid over the range rng [2, 2]."""
   gx, gy = np.meshgrid(np.linspace(*rng[0], n), np.linspace(*rng[1], n))
-  p = _density(target, np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape)
-  if filled:
-    ax.contourf(gx, gy, p, levels=15, cmap=_DENSITY_CMAP)
-  else:
-    ax.contour(gx, gy, p, levels=6, colors="0.6", linewidths=0.7)
+  return gx, gy, np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+def _hdr_levels(p: np.ndarray, masses: Sequence[float] = _HDR_MASSES) -> dict:
+  """{density level: label}: the level whose superlevel set {p > level} holds `mass` of the
+  grid's total (the highest-density region of that mass), for each mass; increasing levels."""
+  flat = np.sort(p.ravel())[::-1]
+  cum = np.cumsum(flat) / max(flat.sum(), 1e-300)
+  levels = {}
+  for m in sorted(masses, reverse=True):
+    level = float(flat[min(np.searchsorted(cum, m), flat.size - 1)])
+    if level > 0 and all(level > l for l in levels):
+      levels[level] = f"{m:.0%}"
+  return levels
+
+
+def _draw_hdr(ax, gx, gy, p: np.ndarray, colour: str = "k", label: bool = True) -> None:
+  """Contours of the density p on the grid around its 50%, 90% and 99% highest-density regions."""
+  levels = _hdr_levels(p)
+  if len(levels) < 1 or not np.isfinite(p).all():
+    return
+  cs = ax.contour(gx, gy, p, levels=sorted(levels), colors=colour, linewidths=(0.7, 0.9, 1.2)[-len(levels):])
+  if label:
+    ax.clabel(cs, fmt=levels, fontsize=7, inline_spacing=2)
 
 
 def _label_2d(ax, rng: np.ndarray) -> None:
@@ -114,18 +132,61 @@ def _label_2d(ax, rng: np.ndarray) -> None:
 
 
 # --- figures -------------------------------------------------------------------------------
-def plot_samples(path: PathLike, target: datasets.Target | None, samples: Mapping[str, np.ndarray], *,
-                 max_points: int = 3000, title: str = "") -> None:
-  """One panel per sample set, over the true density.
+def _exact_marginals(target, rng: np.ndarray, n: int = 400) -> list[tuple[np.ndarray, np.ndarray]]:
+  """[(x_i grid, exact density of x_i)] for i = 1, 2 of a 2-D target, by summing its density on a
+  grid three times as wide as rng (the mass left outside is negligible for the plotted range)."""
+  width = rng[:, 1] - rng[:, 0]
+  wide = np.stack([rng[:, 0] - width, rng[:, 1] + width], axis=1)
+  gx, gy, pts = _grid_2d(wide, n)
+  p = _density(target, pts).reshape(gx.shape)
+  dx, dy = gx[0, 1] - gx[0, 0], gy[1, 0] - gy[0, 0]
+  return [(gx[0], p.sum(axis=0) * dy), (gy[:, 0], p.sum(axis=1) * dx)]
 
-  d = 2: filled contour of exp(target.log_prob) on a grid covering every set's 0.5%-99.5%
-  quantiles padded by 1, with the first `max_points` samples of each set scattered on top.
-  d = 1: a density histogram (100 bins) of each set with the true density curve.
+
+def _samples_2d(fig, sets: dict, target, rng: np.ndarray, max_points: int) -> None:
+  """Top row: a scatter per set over the target's labelled HDR contours; bottom row: the 1-D
+  marginal histograms of x_1 and x_2, every set against the exact marginal."""
+  top, bottom = fig.subfigures(2, 1, height_ratios=(1.15, 1.0))
+  axes = top.subplots(1, len(sets), sharex=True, sharey=True, squeeze=False)[0]
+  exact = target is not None and target.dim == 2
+  if exact:
+    gx, gy, pts = _grid_2d(rng, 150)
+    p = _density(target, pts).reshape(gx.shape)
+  colours = dict(zip(sets, plt.get_cmap("tab10").colors))
+  for ax, (name, x) in zip(axes, sets.items()):
+    shown = x[:max_points]
+    ax.scatter(shown[:, 0], shown[:, 1], s=2, color=colours[name], alpha=0.35, linewidths=0)
+    if exact:
+      _draw_hdr(ax, gx, gy, p)
+    _label_2d(ax, rng)
+    ax.set_title(f"{name}: first {len(shown):,} of {len(x):,}", fontsize=10)
+  for i, ax in enumerate(bottom.subplots(1, 2)):
+    bins = np.linspace(*rng[i], 61)
+    for name, x in sets.items():
+      ax.hist(x[:, i], bins=bins, density=True, histtype="step", lw=1.2, color=colours[name],
+              label=f"{name} (n={len(x):,})")
+    if exact:
+      grid, marginal = _exact_marginals(target, rng)[i]
+      keep = (grid >= rng[i, 0]) & (grid <= rng[i, 1])
+      ax.plot(grid[keep], marginal[keep], color="k", lw=1.0, ls="--", label="exact")
+    ax.set(xlim=tuple(rng[i]), xlabel=f"$x_{i + 1}$", ylabel="density", title=f"marginal of $x_{i + 1}$")
+    ax.legend(fontsize=7, loc="upper right")
+
+
+def plot_samples(path: PathLike, target: datasets.Target | None, samples: Mapping[str, np.ndarray], *,
+                 max_points: int = 2000, title: str = "") -> None:
+  """Sample sets against the truth.
+
+  d >= 2: a panel per set with its first `max_points` points (first two coordinates) and, for
+  d = 2, the target's contours around its 50% / 90% / 99% highest-density regions (labelled); a
+  second row with the 1-D marginal histograms of x_1 and x_2 of every set against the exact
+  marginals (d = 2). Ranges cover every set's 0.5%-99.5% quantiles padded by 1.
+  d = 1: a density histogram (100 bins) per set with the true density curve.
 
   Args:
     path: the PNG to write.
     target: the true distribution (or None for no density).
-    samples: name -> samples [n, d], e.g. {"model": x, "oracle": y, "data": z}; same d for all.
+    samples: name -> samples [n, d], e.g. {"model": x, "oracle": y, "reference": z}; same d for all.
     max_points: most points scattered per panel (d >= 2).
     title: figure title.
 
@@ -140,99 +201,133 @@ def plot_samples(path: PathLike, target: datasets.Target | None, samples: Mappin
     raise ValueError(f"samples have different dimensions {dims}: all must share d.")
   d = next(iter(dims.values()))
   rng = _data_range(list(sets.values()))
-  fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.9), squeeze=False,
-                           sharex=True, sharey=True, layout="constrained")
-  for ax, (name, x) in zip(axes[0], sets.items()):
-    if d == 1:
-      ax.hist(x[:, 0], bins=100, range=tuple(rng[0]), density=True, histtype="stepfilled", color="tab:blue",
-              alpha=0.6, label="samples")
-      _draw_density(ax, target, rng, d)
-      ax.set(xlim=tuple(rng[0]), xlabel="x", ylabel="density")
-      ax.legend(loc="upper right", fontsize=8)
-    else:
-      _draw_density(ax, target, rng, d)
-      shown = x[:max_points]
-      ax.scatter(shown[:, 0], shown[:, 1], s=3, c="tab:red", alpha=0.5, linewidths=0)
-      _label_2d(ax, rng)
-    ax.set_title(f"{name} (n={len(x)})")
-  fig.suptitle((title or "samples") + _dims_note(d))
+  if d >= 2:
+    fig = Figure(figsize=(max(4.0 * len(sets), 8.5), 7.6), layout="constrained")
+    _samples_2d(fig, sets, target, rng, max_points)
+    fig.suptitle((title or "samples") + _dims_note(d) + (
+        "; black: exact density, contours around its 50/90/99% highest-density regions" if d == 2 else ""))
+    return _save(fig, path)
+  fig = Figure(figsize=(4.2 * len(sets), 3.9), layout="constrained")
+  axes = fig.subplots(1, len(sets), squeeze=False, sharex=True, sharey=True)[0]
+  for ax, (name, x) in zip(axes, sets.items()):
+    ax.hist(x[:, 0], bins=100, range=tuple(rng[0]), density=True, histtype="stepfilled", color="tab:blue",
+            alpha=0.6, label="samples")
+    if target is not None and target.dim == 1:
+      grid = np.linspace(*rng[0], 1000)[:, None]
+      ax.plot(grid[:, 0], _density(target, grid), color="k", lw=1.5, label="true density")
+    ax.set(xlim=tuple(rng[0]), xlabel="x", ylabel="density", title=f"{name} (n={len(x):,})")
+    ax.legend(loc="upper right", fontsize=8)
+  fig.suptitle(title or "samples")
   _save(fig, path)
 
 
-def _snapshot_indices(k: int, n: int = 4) -> np.ndarray:
-  """About `n` evenly spaced indices into K times, first and last included."""
-  return np.unique(np.round(np.linspace(0, k - 1, min(n, k))).astype(int))
+def _time_axis(ax, ts: np.ndarray, t_start: float) -> None:
+  """t decreasing left to right, from the start t = T (the prior draw) to the end near 0."""
+  ax.set_xlim(t_start, min(ts.min(), 0.0))
+  ticks = np.linspace(t_start, 0.0, 5)
+  ax.set_xticks(ticks, [f"T={t_start:g}\n(start)"] + [f"{t:.3g}" for t in ticks[1:-1]] + ["0\n(data)"])
+  ax.set_xlabel("t  (the reverse process runs left to right)")
 
 
-def _trajectory_1d(fig, traj: np.ndarray, ts: np.ndarray, target, max_paths: int) -> None:
-  """x against t (t = T on the left, decreasing to the right) and a histogram of the end states."""
-  ax, ax_end = fig.subplots(1, 2, sharey=True, width_ratios=(4, 1))
-  ax.plot(ts, traj[:, :max_paths, 0], lw=0.7, alpha=0.6)
-  ax.set_xlim(ts.max(), ts.min())  # reverse time runs left to right
-  ax.set(xlabel="t (reverse process: T \u2192 0, left to right)", ylabel="x",
-         title=f"{min(max_paths, traj.shape[1])} of {traj.shape[1]} paths")
+def _marginal_heatmap(ax, y: np.ndarray, ts: np.ndarray, t_start: float, lim: np.ndarray):
+  """A Gaussian kernel density (half Scott's bandwidth) of each state's B values y[k] on a grid in
+  `lim`, drawn against t as an image; returns the mesh."""
+  grid = np.linspace(*lim, 160)
+  dens = np.zeros((grid.size, len(ts)))
+  for k, v in enumerate(y):
+    v = v[np.isfinite(v)]
+    if v.size >= 2:
+      h = 0.5 * 1.06 * max(float(np.std(v)), 1e-6) * v.size ** -0.2
+      dens[:, k] = np.exp(-0.5 * ((grid[:, None] - v[None]) / h) ** 2).sum(1) / (v.size * h * math.sqrt(2 * math.pi))
+  mid = (ts[1:] + ts[:-1]) / 2
+  t_end = max(ts[-1] - (ts[-2] - ts[-1]) / 2, 0.0) if len(ts) > 1 else 0.0
+  t_edges = np.concatenate([[t_start], mid, [t_end]])
+  y_edges = np.concatenate([grid - (grid[1] - grid[0]) / 2, [grid[-1] + (grid[1] - grid[0]) / 2]])
+  return ax.pcolormesh(t_edges, y_edges, dens, cmap="magma", vmin=0.0, vmax=max(np.quantile(dens, 0.995), 1e-12),
+                       shading="flat", rasterized=True)
+
+
+def _paths_in_data_plane(fig, ax, traj: np.ndarray, ts: np.ndarray, target, max_paths: int, t_start: float):
+  """The last part of the first paths in the data range, coloured by t, over the target's HDR
+  contours, with every path's end point."""
   rng = _data_range([traj[-1]])
-  ax_end.hist(traj[-1, :, 0], bins=50, range=tuple(rng[0]), density=True, orientation="horizontal",
-              histtype="stepfilled", color="tab:blue", alpha=0.6)
-  if target is not None and target.dim == 1:
-    grid = np.linspace(*rng[0], 1000)[:, None]
-    ax_end.plot(_density(target, grid), grid[:, 0], color="k", lw=1.2)
-  ax_end.set(xlabel="density", title=f"end states, t={ts[-1]:.3g}")
-
-
-def _trajectory_2d(fig, traj: np.ndarray, ts: np.ndarray, target, max_paths: int) -> None:
-  """Paths over the true density, and snapshots of all points at about 4 times."""
-  d = traj.shape[-1]
-  ax, ax_snap = fig.subplots(1, 2, sharex=True, sharey=True)
-  rng = _data_range([traj[0], traj[-1]])
-  _draw_density(ax, target, rng, d)
-  paths = traj[:, :max_paths, :2]
-  ax.plot(paths[..., 0], paths[..., 1], color="0.25", lw=0.6, alpha=0.6)
-  ax.scatter(paths[0, :, 0], paths[0, :, 1], s=10, c="tab:orange", label=f"start, t={ts[0]:.3g}", zorder=3)
-  ax.scatter(paths[-1, :, 0], paths[-1, :, 1], s=12, c="tab:red", marker="x", linewidths=1,
-             label=f"end, t={ts[-1]:.3g}", zorder=3)
-  ax.legend(loc="upper right", fontsize=8)
-  ax.set_title(f"{paths.shape[1]} of {traj.shape[1]} paths{_dims_note(d)}")
+  if target is not None and target.dim == 2:
+    gx, gy, pts = _grid_2d(rng, 120)
+    _draw_hdr(ax, gx, gy, _density(target, pts).reshape(gx.shape), colour="0.4")
+  ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=4, color="0.55", linewidths=0, label=f"all {traj.shape[1]} ends")
+  norm = matplotlib.colors.Normalize(0.0, t_start)
+  inside = np.all((traj[..., :2] >= rng[:, 0]) & (traj[..., :2] <= rng[:, 1]), axis=-1)  # [K, B]
+  late = int(np.argmax(ts <= t_start / 2))  # the second half of the process, where it reaches the data
+  for j in range(min(max_paths, traj.shape[1])):
+    first = max(late, len(ts) - int(np.argmin(inside[::-1, j])) if not inside[:, j].all() else 0)  # last entry
+    seg = np.stack([traj[first:-1, j, :2], traj[first + 1:, j, :2]], axis=1)
+    ax.add_collection(LineCollection(seg, array=ts[first + 1:], cmap="viridis", norm=norm, lw=1.3))
+  ends = traj[-1, :max_paths]
+  ax.scatter(ends[:, 0], ends[:, 1], s=25, marker="x", color="tab:red", zorder=3, label=f"end, t={ts[-1]:.3g}")
+  ax.legend(loc="upper right", fontsize=7)
   _label_2d(ax, rng)
-  _draw_density(ax_snap, target, rng, d, filled=False)
-  idx = _snapshot_indices(len(ts))
-  span = max(ts.max() - ts.min(), 1e-12)
-  for i in idx:
-    colour = plt.get_cmap("plasma")(0.85 * (ts[i] - ts.min()) / span)  # plasma's top end is too pale
-    ax_snap.scatter(traj[i, :, 0], traj[i, :, 1], s=5, color=colour, alpha=0.6, linewidths=0,
-                    label=f"t={ts[i]:.3g}")
-  ax_snap.legend(loc="upper right", fontsize=8, markerscale=4)
-  ax_snap.set_title(f"all {traj.shape[1]} points at {len(idx)} times")
-  _label_2d(ax_snap, rng)
+  ax.set_title(f"{min(max_paths, traj.shape[1])} paths for t <= T/2, from their last entry into this range",
+               fontsize=10)
+  fig.colorbar(matplotlib.cm.ScalarMappable(norm, "viridis"), ax=ax, label="t", shrink=0.9)
 
 
 def plot_trajectories(path: PathLike, target: datasets.Target | None, trajectory: np.ndarray, ts: np.ndarray, *,
-                      max_paths: int = 64) -> None:
-  """Paths of the reverse process from t = T down to t ~ 0.
+                      scale: np.ndarray | None = None, t_start: float | None = None, max_paths: int = 4) -> None:
+  """How the reverse process moves mass: a heat map of each coordinate's distribution against t.
 
-  d = 1: x against t for the first `max_paths` paths, with a side histogram of the end states.
-  d = 2: the first `max_paths` paths over the true density (start and end points marked), and
-  a second panel with all B points at about 4 of the K times, coloured by time.
+  For x_1 (and x_2 when d >= 2): the kernel density of the B states at each stored time, as an
+  image against t (T at the left), with the first `max_paths` paths drawn on it; divided by
+  `scale` (e.g. the standard deviation of p_t, so that a VE process, whose spread shrinks from
+  sigma_max to the data's, reads on one axis). d >= 2: a third panel with those paths in the
+  data plane (x_1, x_2) coloured by t, over the target's contours; d = 1: the end states'
+  histogram against the true density.
 
   Args:
     path: the PNG to write.
-    target: the true distribution (or None for no density).
     trajectory: states [K, B, d] at the K times `ts`.
-    ts: the times [K], from T down to about 0.
-    max_paths: most paths drawn as lines.
+    ts: the times [K], decreasing from about T to about 0.
+    scale: [K] or [K, d] divisor per time (and coordinate), or None for raw coordinates.
+    t_start: the time the process starts (the prior draw), default ts[0].
+    max_paths: paths drawn as lines.
 
   Raises:
-    ValueError: trajectory not [K, B, d] or ts not [K].
+    ValueError: trajectory not [K, B, d], ts not [K] or scale not [K] / [K, d].
   """
   traj, ts = np.asarray(trajectory, np.float64), np.asarray(ts, np.float64)
   if traj.ndim != 3 or min(traj.shape) < 1:
     raise ValueError(f"trajectory.shape={traj.shape} is invalid: must be [K, B, d].")
   if ts.shape != traj.shape[:1]:
     raise ValueError(f"ts.shape={ts.shape} is invalid: must be [K] = {traj.shape[:1]}.")
-  d = traj.shape[-1]
-  fig = plt.figure(figsize=(9.5, 4.2), layout="constrained")
-  (_trajectory_1d if d == 1 else _trajectory_2d)(fig, traj, ts, target, max_paths)
-  fig.suptitle(f"reverse-process trajectories ({len(ts)} times, d={d})")
+  d, t_start = traj.shape[-1], float(ts[0] if t_start is None else t_start)
+  if scale is not None and np.shape(scale) not in ((len(ts),), (len(ts), d)):
+    raise ValueError(f"scale.shape={np.shape(scale)} is invalid: must be [K] or [K, d] = {(len(ts), d)}.")
+  div = np.ones((len(ts), d)) if scale is None else np.broadcast_to(
+      np.reshape(np.asarray(scale, np.float64), (len(ts), -1)), (len(ts), d))
+  y = traj / div[:, None, :]
+  fig = Figure(figsize=(15.0 if d >= 2 else 10.0, 4.4), layout="constrained")
+  axes = fig.subplots(1, 3 if d >= 2 else 2, width_ratios=(1, 1, 1.05) if d >= 2 else (2, 1))
+  for i, ax in enumerate(axes[:min(d, 2)]):
+    lim = _data_range([y[:, :, i].reshape(-1, 1)], q=0.002, pad=0.3)[0]
+    mesh = _marginal_heatmap(ax, y[:, :, i], ts, t_start, lim)
+    ax.plot(ts, y[:, :max_paths, i], color="w", lw=0.7, alpha=0.8)
+    _time_axis(ax, ts, t_start)
+    ax.set_ylim(*lim)
+    name = f"x_{i + 1}" if d > 1 else "x"
+    ax.set_ylabel(f"${name}$" if scale is None else f"${name}$ / std of $p_t({name})$")
+    ax.set_title(f"density of ${name}$ over t; {min(max_paths, traj.shape[1])} paths in white", fontsize=10)
+    fig.colorbar(mesh, ax=ax, label="density", shrink=0.9)
+  if d >= 2:
+    _paths_in_data_plane(fig, axes[2], traj, ts, target, max_paths, t_start)
+  else:
+    rng = _data_range([traj[-1]])
+    axes[1].hist(traj[-1, :, 0], bins=50, range=tuple(rng[0]), density=True, histtype="stepfilled",
+                 color="tab:blue", alpha=0.6, label="end states")
+    if target is not None and target.dim == 1:
+      grid = np.linspace(*rng[0], 1000)[:, None]
+      axes[1].plot(grid[:, 0], _density(target, grid), color="k", lw=1.2, label="true density")
+    axes[1].set(xlabel="x", ylabel="density", title=f"end states, t={ts[-1]:.3g}")
+    axes[1].legend(fontsize=8)
+  fig.suptitle(f"reverse-process trajectories: {traj.shape[1]} paths, {len(ts)} stored states{_dims_note(d)}")
   _save(fig, path)
 
 
@@ -242,111 +337,186 @@ def _score_on(fn: ScoreFn, x: np.ndarray, t: float) -> np.ndarray:
   return np.asarray(fn(x, jnp.full((x.shape[0],), t, jnp.float32)), np.float64)
 
 
-def _quiver_panel(ax, fn: ScoreFn, t: float, extent, grid_size: int, d: int) -> float:
-  """Arrows of fn(., t) on the grid, scaled so the 95th-percentile length spans one cell
-  (longer ones are capped at 1.5 cells); returns that 95th-percentile norm."""
-  gx, gy = np.meshgrid(np.linspace(*extent[:2], grid_size), np.linspace(*extent[2:], grid_size))
-  x = np.zeros((gx.size, d))  # coordinates beyond the first two stay at 0 (a slice)
-  x[:, 0], x[:, 1] = gx.ravel(), gy.ravel()
-  s = _score_on(fn, x, t)[:, :2]
-  norms = np.linalg.norm(s, axis=1)
-  ref = float(np.nanquantile(norms, 0.95)) if np.any(np.isfinite(norms)) else 1.0
+def _plane(extent, n: int, d: int):
+  """(gx, gy, x [n * n, d]): an n x n grid over extent in (x_1, x_2), other coordinates 0."""
+  gx, gy, pts = _grid_2d(np.reshape(np.asarray(extent, np.float64), (2, 2)), n)
+  x = np.zeros((pts.shape[0], d))
+  x[:, :2] = pts
+  return gx, gy, x
+
+
+def _relative_error(model_fn, exact_fn, x: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+  """(|s - s*| / |s*|, s*) at x and t."""
+  exact = _score_on(exact_fn, x, t)
+  err = np.linalg.norm(_score_on(model_fn, x, t) - exact, axis=1)
+  return err / np.maximum(np.linalg.norm(exact, axis=1), 1e-12), exact
+
+
+def _score_field_2d(fig, model_fn, exact_fn, ts, log_prob_fn, extent, grid_size: int, d: int) -> None:
+  """Row 1: the exact field's direction (arrows) and size (colour); row 2: the model's relative
+  error as an image; both over the contours of p_t."""
+  axes = fig.subplots(2, len(ts), squeeze=False, sharex=True, sharey=True)
+  gx, gy, x = _plane(extent, 90, d)
+  ax_, ay_, xa = _plane(extent, grid_size, d)
   cell = min(extent[1] - extent[0], extent[3] - extent[2]) / max(grid_size - 1, 1)
-  arrows = s / max(ref, 1e-12) * cell
-  arrows *= np.minimum(1.0, 1.5 * cell / np.maximum(np.linalg.norm(arrows, axis=1, keepdims=True), 1e-12))
-  ax.quiver(gx, gy, arrows[:, 0].reshape(gx.shape), arrows[:, 1].reshape(gx.shape), np.log1p(norms),
-            angles="xy", scale_units="xy", scale=1, cmap="viridis", width=0.004)
-  ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
-  return ref
+  size_norm, err_norm = matplotlib.colors.LogNorm(), matplotlib.colors.LogNorm(1e-2, 1e1)
+  for col, t in enumerate(ts):
+    rel, _ = _relative_error(model_fn, exact_fn, x, t)
+    p = None if log_prob_fn is None else np.exp(np.asarray(jax.jit(log_prob_fn)(
+        jnp.asarray(x, jnp.float32), jnp.full((x.shape[0],), t, jnp.float32)), np.float64)).reshape(gx.shape)
+    s = _score_on(exact_fn, xa, t)[:, :2]
+    norms = np.maximum(np.linalg.norm(s, axis=1), 1e-12)
+    u = 0.8 * cell * s / norms[:, None]
+    q = axes[0, col].quiver(ax_, ay_, u[:, 0].reshape(ax_.shape), u[:, 1].reshape(ax_.shape), norms,
+                            angles="xy", scale_units="xy", scale=1, pivot="mid", cmap="viridis", norm=size_norm,
+                            width=0.005)
+    mesh = axes[1, col].pcolormesh(gx, gy, np.clip(rel, 1e-2, 1e1).reshape(gx.shape), norm=err_norm,
+                                   cmap="RdYlBu_r", shading="nearest", rasterized=True)
+    title = f"exact score, t = {t:.3g}"
+    err_title = f"model |s - s*| / |s*|, t = {t:.3g}"
+    if p is not None and np.isfinite(p).all() and p.sum() > 0:
+      for ax, colour in ((axes[0, col], "0.5"), (axes[1, col], "k")):
+        _draw_hdr(ax, gx, gy, p, colour=colour)
+      err_title += f"\n$p_t$-weighted mean {np.sum(p.ravel() * rel) / np.sum(p):.3g}"
+    axes[0, col].set_title(title, fontsize=10)
+    axes[1, col].set_title(err_title, fontsize=10)
+    for ax in axes[:, col]:
+      ax.set(xlim=extent[:2], ylim=extent[2:], aspect="equal")
+  for ax in axes[1]:
+    ax.set_xlabel("$x_1$")
+  for ax in axes[:, 0]:
+    ax.set_ylabel("$x_2$")
+  bar = fig.colorbar(q, ax=axes[0], label="|s*| (arrows: direction)", shrink=0.9, format=_PLAIN_125)
+  bar.ax.yaxis.set_minor_formatter(_PLAIN_125)
+  fig.colorbar(mesh, ax=axes[1], label="relative error (clipped to [0.01, 10])", shrink=0.9, extend="both",
+               format=_PLAIN_125)
 
 
-def plot_score_field(path: PathLike, target: datasets.Target, score_fns: Mapping[str, ScoreFn],
-                     ts: Sequence[float], *, grid_size: int = 20,
+def _score_field_1d(fig, model_fn, exact_fn, ts, log_prob_fn, extent) -> None:
+  """Row 1: model and exact score curves; row 2: the relative error, over p_t (grey)."""
+  axes = fig.subplots(2, len(ts), squeeze=False, sharex=True)
+  x = np.linspace(extent[0], extent[1], 400)[:, None]
+  for col, t in enumerate(ts):
+    rel, exact = _relative_error(model_fn, exact_fn, x, t)
+    axes[0, col].plot(x[:, 0], _score_on(model_fn, x, t)[:, 0], lw=1.3, label="model")
+    axes[0, col].plot(x[:, 0], exact[:, 0], lw=1.3, ls="--", color="k", label="exact")
+    axes[0, col].axhline(0.0, color="0.7", lw=0.8, zorder=0)
+    axes[0, col].set_title(f"t = {t:.3g}", fontsize=10)
+    axes[0, col].legend(fontsize=8)
+    axes[1, col].semilogy(x[:, 0], rel, color="tab:red", lw=1.2)
+    axes[1, col].set(xlabel="x", ylim=(1e-3, 1e1))
+    if log_prob_fn is not None:
+      logp = np.asarray(log_prob_fn(jnp.asarray(x, jnp.float32), jnp.full((len(x),), t, jnp.float32)))
+      twin = axes[1, col].twinx()
+      twin.fill_between(x[:, 0], np.exp(logp), color="0.85", zorder=0)
+      twin.set_yticks([])
+      axes[1, col].set_zorder(twin.get_zorder() + 1)
+      axes[1, col].patch.set_visible(False)
+  axes[0, 0].set_ylabel("score d/dx log $p_t$(x)")
+  axes[1, 0].set_ylabel("|s - s*| / |s*|  (grey: $p_t$)")
+
+
+def plot_score_field(path: PathLike, target: datasets.Target, model_fn: ScoreFn, exact_fn: ScoreFn,
+                     ts: Sequence[float], *, log_prob_fn: Callable | None = None, grid_size: int = 20,
                      extent: tuple[float, float, float, float] = (-4.0, 5.0, -5.0, 4.0)) -> None:
-  """Score fields s(x, t): rows are the entries of `score_fns`, columns the times `ts`.
+  """The exact score s*(x, t) and the model's relative error |s - s*| / |s*|, one column per t.
 
-  d = 2: arrows on a grid_size x grid_size grid over `extent`, normalised per panel (the
-  95th-percentile length spans one grid cell; colour is log(1 + |s|)); the panel title gives t
-  and that reference norm. For d > 2 the grid is the plane x_3 = ... = 0.
-  d = 1: the curves of all entries overlaid, one panel per time, over x in extent[:2].
+  d >= 2 (the plane x_3 = ... = 0 for d > 2): row 1, arrows of the exact field's direction on a
+  grid_size x grid_size grid coloured by |s*| (log scale); row 2, the relative error on a 90 x 90
+  grid as an image (log colour scale, 0.01 to 10) and, with `log_prob_fn`, its p_t-weighted mean
+  over the grid. Both rows carry contours around the 50/90/99% highest-density regions of p_t.
+  d = 1: the model and exact curves, and the relative error over p_t.
 
   Args:
     path: the PNG to write.
     target: the true distribution; only its `dim` is used.
-    score_fns: name -> score_fn(x [n, d], t [n]) -> [n, d], e.g. {"model": ..., "exact": ...}.
+    model_fn, exact_fn: score_fn(x [n, d], t [n]) -> [n, d], the model's and the exact score.
     ts: the times, one column each.
-    grid_size: arrows per side (d >= 2); curves use 400 points.
-    extent: (xmin, xmax, ymin, ymax) of the grid.
+    log_prob_fn: log_prob_fn(x [n, d], t [n]) -> log p_t(x) [n] (`target.log_prob_fn(sde)`), for
+      the contours; None draws none.
+    grid_size: arrows per side (d >= 2).
+    extent: (xmin, xmax, ymin, ymax) of the plane (d = 1: x in extent[:2]).
 
   Raises:
-    ValueError: no score functions or no times.
+    ValueError: no times.
   """
-  if not score_fns or not len(ts):
-    raise ValueError(f"score_fns={list(score_fns)} and ts={list(ts)} must both be non-empty.")
+  if not len(ts):
+    raise ValueError(f"ts={list(ts)} is invalid: give at least one time.")
   d, ts = int(target.dim), [float(t) for t in ts]
-  score_fns = {name: jax.jit(fn) for name, fn in score_fns.items()}  # compiled once, t is traced
-  rows = 1 if d == 1 else len(score_fns)
-  fig, axes = plt.subplots(rows, len(ts), figsize=(3.6 * len(ts), 3.4 * rows + 0.4), squeeze=False,
-                           layout="constrained")
-  if d == 1:
-    x = np.linspace(extent[0], extent[1], 400)[:, None]
-    for ax, t in zip(axes[0], ts):
-      for name, fn in score_fns.items():
-        ax.plot(x[:, 0], _score_on(fn, x, t)[:, 0], lw=1.3, label=name)
-      ax.set(xlabel="x", title=f"t = {t:.3g}")
-      ax.axhline(0.0, color="0.7", lw=0.8, zorder=0)
-      ax.legend(fontsize=8)
+  model_fn, exact_fn = jax.jit(model_fn), jax.jit(exact_fn)  # compiled once, t is traced
+  fig = Figure(figsize=(3.7 * len(ts) + 1.2, 7.2 if d >= 2 else 5.6), layout="constrained")
+  if d >= 2:
+    _score_field_2d(fig, model_fn, exact_fn, ts, log_prob_fn if d == 2 else None, extent, grid_size, d)
   else:
-    for row, (name, fn) in zip(axes, score_fns.items()):
-      for ax, t in zip(row, ts):
-        ref = _quiver_panel(ax, fn, t, extent, grid_size, d)
-        ax.set_title(f"{name}, t = {t:.3g}\n95th-percentile |s| = {ref:.3g}", fontsize=10)
-        ax.label_outer()  # every panel has the same extent
-  axes[0, 0].set_ylabel("score  d/dx log $p_t$(x)" if d == 1 else "$x_2$")
-  note = ("" if d <= 2 else f" in the $(x_1, x_2)$ plane, other coords 0, d={d}") + (
-      "" if d == 1 else "\narrow length relative to the panel's 95th-percentile |s|, colour log(1 + |s|)")
-  fig.suptitle("score fields" + note)
+    _score_field_1d(fig, model_fn, exact_fn, ts, log_prob_fn, extent)
+  fig.suptitle("score: exact field and the model's relative error" + (
+      f" in the $(x_1, x_2)$ plane, other coords 0, d={d}" if d > 2 else "") +
+      ("; contours: 50/90/99% highest-density regions of $p_t$" if log_prob_fn is not None and d == 2 else ""))
   _save(fig, path)
 
 
-def _ema(values: np.ndarray, decay: float) -> np.ndarray:
-  """Exponential moving average m_i = decay m_{i-1} + (1 - decay) v_i, with m_0 = v_0."""
-  out = np.empty_like(values)
-  m = values[0]
-  for i, v in enumerate(values):
-    m = decay * m + (1.0 - decay) * v if i else v
-    out[i] = m
+# Tick labels as plain numbers, only at 1, 2 and 5 times a power of ten (log axes).
+_PLAIN_125 = matplotlib.ticker.FuncFormatter(
+    lambda v, _: f"{v:.3g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v)), 6) in (1, 2, 5) else "")
+
+
+def _window_mean(steps: np.ndarray, values: np.ndarray, window: float) -> np.ndarray:
+  """m_i = mean of the finite values_j with steps_i - window < steps_j <= steps_i (a trailing
+  window measured in steps; NaN where it holds none)."""
+  out = np.full(values.shape, np.nan)
+  for i, s in enumerate(steps):
+    sel = (steps > s - window) & (steps <= s) & np.isfinite(values)
+    if sel.any():
+      out[i] = values[sel].mean()
   return out
 
 
-def plot_loss(path: PathLike, steps: np.ndarray, losses: np.ndarray, *, ema: float = 0.98) -> None:
-  """Training loss against step: raw values (light) and their moving average (dark).
+def _plain_log_axis(ax, values: np.ndarray) -> None:
+  """A log y-axis whose ticks read as plain numbers (1.1, 1.2 within a decade; 0.01, 0.1 across)."""
+  ax.set_yscale("log")
+  plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}")
+  if values.max() / values.min() < 10:  # within a decade the decade ticks miss the data
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(7))
+    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+  ax.yaxis.set_major_formatter(plain)
+  ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
-  The y-axis is logarithmic when every finite loss is positive.
+
+def plot_loss(path: PathLike, steps: np.ndarray, losses: np.ndarray, *, window: float | None = None) -> None:
+  """Training loss against step, as logged: each point is the mean loss over the interval of
+  steps since the previous point (the train loop logs the mean of its `log_freq` steps), and a
+  trailing mean over `window` steps. The y-axis is logarithmic when every finite loss is positive.
 
   Args:
     path: the PNG to write.
-    steps: training steps [n].
-    losses: loss values [n].
-    ema: decay of the exponential moving average, in [0, 1).
+    steps: training steps [n] (increasing) at which the interval means were logged.
+    losses: the interval means [n].
+    window: smoothing window in steps; default 1/5 of the logged points' span, at least one interval.
 
   Raises:
-    ValueError: steps and losses not both [n] with n >= 1, or ema outside [0, 1).
+    ValueError: steps and losses not both [n] with n >= 1, or window <= 0.
   """
   steps, losses = np.ravel(np.asarray(steps, np.float64)), np.ravel(np.asarray(losses, np.float64))
   if steps.shape != losses.shape or steps.size < 1:
     raise ValueError(f"steps.shape={steps.shape} and losses.shape={losses.shape} must be equal and non-empty.")
-  if not 0.0 <= ema < 1.0:
-    raise ValueError(f"ema={ema!r} is invalid: must be in [0, 1).")
-  fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
-  ax.plot(steps, losses, color="tab:blue", alpha=0.3, lw=0.8, label="loss")
-  ax.plot(steps, _ema(losses, ema), color="tab:blue", lw=1.8, label=f"EMA (decay {ema:g})")
+  if window is not None and not window > 0:
+    raise ValueError(f"window={window!r} is invalid: must be > 0 steps.")
+  interval = float(np.median(np.diff(steps))) if steps.size > 1 else float(steps[0])
+  window = float(window or interval * max(1, round(steps.size / 5)))
+  smooth = _window_mean(steps, losses, window)
+  fig = Figure(figsize=(6.6, 4.0), layout="constrained")
+  ax = fig.subplots()
+  ax.plot(steps, losses, color="tab:blue", alpha=0.45, lw=0.8, marker="o", ms=3,
+          label=f"logged: mean over each {interval:g}-step interval")
+  ax.plot(steps, smooth, color="tab:blue", lw=2.0, label=f"trailing mean over {window:g} steps")
   finite = losses[np.isfinite(losses)]
   if finite.size and np.all(finite > 0):
-    ax.set_yscale("log")
-  ax.set(xlabel="training step", ylabel="loss", title=f"training loss (last EMA {_ema(losses, ema)[-1]:.4g})")
+    _plain_log_axis(ax, finite)
+  last = smooth[np.isfinite(smooth)][-1] if np.isfinite(smooth).any() else float("nan")
+  ax.set(xlabel="training step", ylabel="loss",
+         title=f"training loss: {last:.4g} (mean over the last {window:g} steps to {steps[-1]:g})")
   ax.grid(alpha=0.3, which="both")
-  ax.legend()
+  ax.legend(fontsize=8)
   _save(fig, path)
 
 

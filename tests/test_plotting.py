@@ -65,23 +65,49 @@ def test_plot_samples(case, tmp_path):
 
 def test_plot_trajectories(case, tmp_path):
   target, _, trajectory, ts = case
-  plotting.plot_trajectories(tmp_path / "traj.png", target, jnp.asarray(trajectory), ts, max_paths=16)
+  scale = np.sqrt(ts**2 + (1.0 - ts) ** 2)[:, None] * np.ones(target.dim)  # any positive [K, d]
+  plotting.plot_trajectories(tmp_path / "traj.png", target, jnp.asarray(trajectory), ts, scale=scale, t_start=1.0)
   _check_png(tmp_path / "traj.png")
 
 
 def test_plot_score_field(case, tmp_path):
   target = case[0]
-  exact = target.score_fn(sde_lib.VPSDE())
+  sde = sde_lib.VPSDE()
   model = lambda x, t: -x  # an untrained "model": the score of N(0, I) at every t
-  plotting.plot_score_field(tmp_path / "score.png", target, {"model": model, "exact": exact}, TS, grid_size=12)
+  plotting.plot_score_field(tmp_path / "score.png", target, model, target.score_fn(sde), TS, grid_size=12,
+                            log_prob_fn=target.log_prob_fn(sde))
   _check_png(tmp_path / "score.png")
+
+
+def test_hdr_levels_enclose_the_stated_mass():
+  # A standard normal on a fine grid: the 50% / 90% / 99% regions are discs of radius sqrt(-2 log(1 - m)).
+  g = np.linspace(-6, 6, 601)
+  gx, gy = np.meshgrid(g, g)
+  p = np.exp(-0.5 * (gx**2 + gy**2)) / (2 * np.pi)
+  levels = plotting._hdr_levels(p)
+  assert list(levels.values()) == ["99%", "90%", "50%"] and list(levels) == sorted(levels)
+  for level, label in levels.items():
+    radius = np.sqrt(-2 * np.log(1 - float(label[:-1]) / 100))
+    np.testing.assert_allclose(level, np.exp(-0.5 * radius**2) / (2 * np.pi), rtol=0.02)
+
+
+def test_exact_marginals_of_a_gaussian_mixture():
+  target = datasets.GaussianMixture()
+  rng = np.array([[-3.0, 6.0], [-4.0, 4.0]])
+  for i, (grid, density) in enumerate(plotting._exact_marginals(target, rng)):
+    m, v = target.mean()[i], target.cov()[i, i]  # the marginal's mean and variance by quadrature
+    dx = grid[1] - grid[0]
+    np.testing.assert_allclose(density.sum() * dx, 1.0, atol=1e-3)
+    np.testing.assert_allclose((grid * density).sum() * dx, m, atol=1e-3)
+    np.testing.assert_allclose(((grid - m) ** 2 * density).sum() * dx, v, rtol=1e-3)
 
 
 def test_d3_draws_first_two_coordinates(tmp_path):
   target, data, trajectory, ts = _case(_gmm_3d())
   plotting.plot_samples(tmp_path / "samples.png", target, {"data": data})
   plotting.plot_trajectories(tmp_path / "traj.png", target, trajectory, ts)
-  plotting.plot_score_field(tmp_path / "score.png", target, {"exact": target.score_fn(sde_lib.VPSDE())}, [0.1])
+  exact = target.score_fn(sde_lib.VPSDE())
+  plotting.plot_score_field(tmp_path / "score.png", target, exact, exact, [0.1])
   for name in ("samples", "traj", "score"):
     _check_png(tmp_path / f"{name}.png")
 
@@ -95,9 +121,12 @@ def test_plot_loss(tmp_path):
   _check_png(tmp_path / "loss_neg.png")
 
 
-def test_ema_closed_form():
-  # m_0 = v_0, m_i = decay m_{i-1} + (1 - decay) v_i.
-  np.testing.assert_allclose(plotting._ema(np.array([1.0, 0.0, 0.0, 1.0]), 0.5), [1.0, 0.5, 0.25, 0.625])
+def test_window_mean_is_a_trailing_mean_in_steps():
+  steps = np.array([250.0, 500.0, 750.0, 1000.0, 1250.0])
+  values = np.array([4.0, 2.0, np.nan, 1.0, 3.0])  # a NaN interval is left out
+  np.testing.assert_allclose(plotting._window_mean(steps, values, 500.0), [4.0, 3.0, 2.0, 1.0, 2.0])
+  np.testing.assert_allclose(plotting._window_mean(steps, values, 250.0)[[0, 1, 3]], [4.0, 2.0, 1.0])
+  assert np.isnan(plotting._window_mean(steps, values, 250.0)[2])
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -170,7 +199,9 @@ def test_bad_inputs(tmp_path):
     plotting.plot_samples(tmp_path / "a.png", target, {"a": np.zeros((5, 2)), "b": np.zeros((5, 1))})
   with pytest.raises(ValueError, match=r"trajectory.shape=\(5, 2\)"):
     plotting.plot_trajectories(tmp_path / "a.png", target, np.zeros((5, 2)), np.zeros(5))
-  with pytest.raises(ValueError, match="ema=1.0"):
-    plotting.plot_loss(tmp_path / "a.png", [0, 1], [1.0, 2.0], ema=1.0)
+  with pytest.raises(ValueError, match="window=0"):
+    plotting.plot_loss(tmp_path / "a.png", [0, 1], [1.0, 2.0], window=0)
+  with pytest.raises(ValueError, match=r"scale.shape=\(3,\)"):
+    plotting.plot_trajectories(tmp_path / "a.png", target, np.zeros((5, 4, 2)), np.zeros(5), scale=np.ones(3))
   with pytest.raises(ValueError, match=r"images.shape=\(2, 4, 4, 2\)"):
     plotting.plot_image_grid(tmp_path / "a.png", np.zeros((2, 4, 4, 2)))
