@@ -68,6 +68,11 @@ def check_timesteps(sde: sde_lib.SDE, schedule: str, timesteps, n_solver: int, e
     ValueError: timesteps given without schedule="custom" or missing with it; not n_solver - 1
       numbers strictly increasing inside (lambda(T), lambda(eps)).
   """
+  if isinstance(timesteps, jax.core.Tracer):  # a grid being optimised: values unknown until run
+    if jnp.shape(timesteps) != (n_solver - 1,):
+      raise ValueError(f"sampling.timesteps must be {n_solver - 1} log-SNR values; got shape "
+                       f"{jnp.shape(timesteps)}.")
+    return timesteps
   if schedule != "custom":
     if timesteps is not None:
       raise ValueError(f"sampling.timesteps={timesteps!r} needs sampling.schedule='custom' "

@@ -911,3 +911,28 @@ def test_ancestral_sampling_with_exact_eps_within_energy_floor():
   floor = metrics.metric_floor(jax.random.key(13), jax.jit(target.sample, static_argnums=1), n,
                                   lambda k, a, b: metrics.energy_distance(a, b), n_pairs=10)["mean"]
   assert ed <= 1.5 * floor, (ed, floor)  # measured 0.90x
+
+
+# --- optimised time grids -------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_optimised_grid_is_monotone_and_lowers_the_exact_kl():
+  """30 Adam steps on UniPC's 4-step log-SNR grid (1-D mixture, VP, 5 NFE with the denoising step):
+  the grid stays strictly increasing and the exact KL on fresh latents drops below half the uniform
+  log-SNR grid's (measured 0.110 +- 0.005 -> 0.014 +- 0.002 at 8,192 latents)."""
+  from sampling import grid_opt
+
+  sde = SDES["vp"]
+  target = datasets.GaussianMixture(means=[[-1.0], [1.5]], covs=[[[0.3]], [[0.6]]], weights=[0.6, 0.4])
+  kwargs = dict(method="unipc", n_steps=5, order=2, denoise=True, sigma_end=0.1)
+  score_fn = target.score_fn(sde)
+  out = grid_opt.optimise_grid(jax.random.key(0), sde, score_fn, target.log_prob, 1, batch_size=512,
+                               n_iters=30, learning_rate=0.1, **kwargs)
+
+  def kl(**schedule):
+    sampler = sampling.get_sampler(sde, (4096, 1), **kwargs, **schedule)
+    return metrics.sampler_kl(jax.random.key(7), sampler, score_fn, target.log_prob, sde, n_batches=2)
+
+  fixed, custom = kl(schedule="log_snr"), kl(schedule="custom", timesteps=out["timesteps"])
+  assert np.all(np.diff(out["timesteps"]) > 0) and len(out["timesteps"]) == 3
+  assert custom["kl"] + 2 * custom["se"] < 0.5 * fixed["kl"], (fixed, custom)
