@@ -15,7 +15,7 @@ import inspect
 import time
 
 from evaluators.base import Context
-from evaluators import conditional, images, plots, toy
+from evaluators import bound, conditional, images, plots, toy
 import workdir as wd
 from utils import Registry, check_int
 
@@ -26,7 +26,7 @@ MIN_VALUES = {"n_samples": 1, "n_floor_pairs": 1, "sw_projections": 1, "score_er
 # Fields of the Context itself (every evaluator sees them): oracle = also evaluate the exact scores.
 CONTEXT_FIELDS = ("oracle",)
 EVALUATORS = Registry("eval", "evaluators")
-for _module in (toy, conditional, images, plots):
+for _module in (toy, bound, conditional, images, plots):
   for _name, _fn in _module.EVALUATORS.items():
     EVALUATORS.register(_name, _fn)
 
@@ -86,6 +86,7 @@ def headline(summary: dict) -> dict:
   flat = {"nfe": summary.get("nfe", 0)}
   picks = {"energy_distance": ("model", "energy_distance"), "energy_ratio": ("energy_ratio",),
            "energy_floor": ("floor", "energy_distance"), "score_weighted_mse": ("score_error", "weighted_mse"),
+           "score_relative": ("score_error", "relative"),
            "vlb_bits_per_dim": ("vlb", "bits_per_dim"), "nll_model": ("likelihood", "nll_model"),
            "nll_oracle": ("likelihood", "nll_oracle"), "nll_true": ("likelihood", "nll_true"),
            "bits_per_dim": ("bits_per_dim", "bpd"), "bits_per_dim_stderr": ("bits_per_dim", "bpd_stderr"),

@@ -281,3 +281,27 @@ def test_per_class_plots_write_one_grid_row_per_class_for_images(tmp_path):
   scale = math.ceil(512 / (10 * (4 + 2) + 2))  # enlarged until the longer side reaches 512 pixels
   # 3 rows x 10 columns, 2-pixel padding, and a strip on the left labelling each row's class.
   assert grid.shape[0] == (3 * (4 + 2) + 2) * scale and grid.shape[1] > (10 * (4 + 2) + 2) * scale
+
+
+# --- toy evaluators -----------------------------------------------------------------------
+
+def _scaled_oracle(c, x, t, target=None, sde=None):
+  return c * target.score_fn(sde)(x, t)
+
+
+@pytest.mark.parametrize("c", [1.0, 0.7])
+def test_score_error_relative_is_the_fraction_of_the_exact_scores_energy(c):
+  """A model score c s*: its error (c - 1) s* is the fraction (1 - c)^2 of s*'s sigma^2-weighted energy."""
+  import datasets
+  import sharding
+  from evaluators import Context, toy
+  sde, target = sde_lib.VESDE(sigma_min=0.01, sigma_max=10.0, N=20), datasets.GaussianMixture()
+  ctx = Context(sde=sde, target=target, shape=(2,), network=None, params=jnp.float32(c),
+                model_score_fn=functools.partial(_scaled_oracle, target=target, sde=sde), step=0,
+                key=jax.random.key(0), sample_key=jax.random.key(1), mesh=sharding.make_mesh(), sampler_kwargs={},
+                likelihood_fn=None)
+  out = toy.score_error(ctx, score_error_samples=128)[0]["score_error"]
+  assert 0.1 < out["exact_weighted_ms"] < 1.0  # E[sigma^2 |s*|^2] / d <= E|z|^2 / d = 1
+  np.testing.assert_allclose(out["relative"], (1 - c) ** 2, rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose(out["relative_rms"], abs(1 - c), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out["weighted_mse"], (1 - c) ** 2 * out["exact_weighted_ms"], rtol=1e-5, atol=1e-9)
