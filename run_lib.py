@@ -244,12 +244,12 @@ def sample(config, workdir: str) -> dict:
 
 
 def _context(exp: Experiment, workdir: str, state, *, classifier: bool = True) -> evaluators.Context:
-  keys, cfg = root_keys(exp.config.seed), exp.config
-  return evaluators.Context(
-      sde=exp.sde, target=exp.target, shape=exp.shape, model_score_fn=exp.model_score_fn,
+  keys, cfg, sde = root_keys(exp.config.seed), exp.config, sde_lib.bound(exp.sde, state.ema_params)
+  return evaluators.Context(  # sde: with a learned schedule, the checkpoint's own
+      sde=sde, target=exp.target, shape=exp.shape, model_score_fn=exp.model_score_fn, guidance=_group(cfg, "guidance"),
       network=exp.score_model.network, params=state.ema_params, step=int(state.step), key=keys["eval"],
       sample_key=keys["sample"], mesh=make_mesh(), sampler_kwargs=cfg.sampling.to_dict(),
-      likelihood_fn=exp.likelihood_fn, guidance=_group(cfg, "guidance"),
+      likelihood_fn=exp.likelihood_fn if sde is exp.sde else likelihood.get_likelihood_fn(sde, **cfg.likelihood),
       classifier=_load_classifier(exp, workdir) if classifier else None,
       num_classes=int(cfg.model.get("num_classes", 0)), oracle=bool(cfg.eval.get("oracle", False)),
       plots_dir=os.path.join(workdir, "plots"))

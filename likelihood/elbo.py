@@ -16,9 +16,10 @@ the same endpoints give the same bound for a score that depends on (z, SNR) only
 Decoders p(x | z_t0):
 - "gaussian" (continuous data): N(x; z_t0 / alpha_t0, e^gamma(t0) I), whose expected negative
   log-likelihood over eps is d/2 (log(2 pi) + gamma(t0) + 1) exactly (used in closed form).
-- "discretized" (integer-level data on `levels` equally spaced values over `data_range`): per
-  coordinate a softmax over the levels v_k of -(z_t0 / alpha_t0 - v_k)^2 / (2 e^gamma(t0)) (VDM
-  App. C); the bound is then on -log P(x) of the discrete data, no dequantisation needed.
+- "discretized" (integer-level data: `levels` cells of equal width over `data_range`, level k at
+  the cell centre v_k = lo + (hi - lo)(k + 1/2) / levels, as `datasets`' `scale`): per coordinate
+  a softmax over the levels of -(z_t0 / alpha_t0 - v_k)^2 / (2 e^gamma(t0)) (VDM App. C); the
+  bound is then on -log P(x) of the discrete data, no dequantisation needed.
 
 The diffusion term is estimated by Monte Carlo over t and eps: each example draws n_t times
 stratified on [t0, T] (t_j = t0 + (T - t0) (u + j) / n_t, one u per example: the "low-discrepancy"
@@ -62,19 +63,32 @@ def diffusion_integrand(sde: sde_lib.SDE, score_fn: ScoreFn, x: Array, t: Array,
   return 0.5 * dgamma * jnp.sum(jnp.reshape(noise - eps_hat, (x.shape[0], -1)) ** 2, axis=-1)
 
 
-def _discretized_nll(sde: sde_lib.SDE, key: Array, x: Array, t0: Array, levels: int,
-                     data_range: tuple[float, float]) -> Array:
-  """-log p(x | z_t0) of the discretised decoder for one draw of z_t0; [B]."""
-  alpha, sigma = sde.marginal_coeffs(t0)
-  z = bcast(alpha, x) * x + bcast(sigma, x) * jax.random.normal(key, x.shape)
+def reconstruction_nll(key: Array, x: Array, gamma0: Array, decoder: str, levels: int | None = None,
+                       data_range: tuple[float, float] = (-1.0, 1.0)) -> Array:
+  """-log p(x | z_t0) per example ([B]) for gamma0 = gamma(t0) ([B] or scalar): it depends on z_t0
+  only through x_hat = z_t0 / alpha_t0 = x + e^{gamma0 / 2} eps, for every linear SDE.
+
+  "gaussian": its expectation over eps, d/2 (log 2 pi + gamma0 + 1), exactly; "discretized": one
+  draw of eps, -log softmax_k(-(x_hat - v_k)^2 / (2 e^gamma0)) at x's level, summed over coordinates.
+  """
+  b, d = x.shape[0], int(np.prod(x.shape[1:]))
+  gamma0 = jnp.broadcast_to(jnp.asarray(gamma0, jnp.float32), (b,))
+  if decoder == "gaussian":
+    return 0.5 * d * (math.log(2 * math.pi) + gamma0 + 1.0)
   lo, hi = data_range
-  values = jnp.linspace(lo, hi, levels)
-  gamma0, _ = gamma_fn(sde, t0)
-  x_hat = z / bcast(alpha, x)
+  values = lo + (hi - lo) * (jnp.arange(levels) + 0.5) / levels  # cell centres, as datasets' `scale`
+  x_hat = x + bcast(jnp.exp(0.5 * gamma0), x) * jax.random.normal(key, x.shape)
   logits = -0.5 * (x_hat[..., None] - values) ** 2 / bcast(jnp.exp(gamma0), x)[..., None]
-  index = jnp.clip(jnp.round((x - lo) / (hi - lo) * (levels - 1)), 0, levels - 1).astype(jnp.int32)
+  index = jnp.clip(jnp.floor((x - lo) / (hi - lo) * levels), 0, levels - 1).astype(jnp.int32)
   logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), index[..., None], axis=-1)[..., 0]
-  return -jnp.sum(jnp.reshape(logp, (x.shape[0], -1)), axis=-1)
+  return -jnp.sum(jnp.reshape(logp, (b, -1)), axis=-1)
+
+
+def encoder_prior_kl(x: Array, alpha_T: Array, sigma_T: Array, prior_std: float) -> Array:
+  """KL(N(alpha_T x, sigma_T^2 I) || N(0, prior_std^2 I)) per example; [B]."""
+  mean = bcast(alpha_T, x) * x
+  kl = normal_kl(mean, bcast(sigma_T, x) ** 2 * jnp.ones_like(x), 0.0, prior_std**2)
+  return jnp.sum(jnp.reshape(kl, (x.shape[0], -1)), axis=-1)
 
 
 def get_elbo_fn(sde: sde_lib.SDE, *, t0: float = 1e-5, n_t: int = 1, decoder: str = "gaussian",
@@ -108,7 +122,7 @@ def get_elbo_fn(sde: sde_lib.SDE, *, t0: float = 1e-5, n_t: int = 1, decoder: st
   T = sde.T
 
   def elbo_fn(key: Array, score_fn: ScoreFn, x: Array) -> dict:
-    b, d = x.shape[0], int(np.prod(x.shape[1:]))
+    b = x.shape[0]
     k_t, k_eps, k_rec = jax.random.split(key, 3)
     u = jax.random.uniform(k_t, (b, 1))
     t = t0 + (T - t0) * ((u + jnp.arange(n_t)) / n_t)  # [B, n_t], stratified per example
@@ -116,15 +130,9 @@ def get_elbo_fn(sde: sde_lib.SDE, *, t0: float = 1e-5, n_t: int = 1, decoder: st
     noise = jax.random.normal(k_eps, x_rep.shape)
     vals = diffusion_integrand(sde, score_fn, x_rep, t.reshape(-1), noise).reshape(b, n_t)
     diffusion = (T - t0) * jnp.mean(vals, axis=1)
-    alpha_T, sigma_T = sde.marginal_coeffs(jnp.full((b,), T))
-    mean_T = bcast(alpha_T, x) * x
-    prior = jnp.sum(jnp.reshape(normal_kl(mean_T, bcast(sigma_T, x) ** 2, 0.0, sde.prior_std**2), (b, -1)), -1)
-    t_low = jnp.full((b,), t0, jnp.float32)
-    if decoder == "gaussian":
-      gamma0, _ = gamma_fn(sde, t_low)
-      rec = 0.5 * d * (math.log(2 * math.pi) + gamma0 + 1.0)
-    else:
-      rec = _discretized_nll(sde, k_rec, x, t_low, levels, data_range)
+    prior = encoder_prior_kl(x, *sde.marginal_coeffs(jnp.full((b,), T)), sde.prior_std)
+    gamma0, _ = gamma_fn(sde, jnp.full((b,), t0, jnp.float32))
+    rec = reconstruction_nll(k_rec, x, gamma0, decoder, levels, data_range)
     return {"diffusion": diffusion, "prior": prior, "reconstruction": rec, "total": diffusion + prior + rec}
 
   return elbo_fn

@@ -1,4 +1,5 @@
-"""Training objectives (continuous DSM, DDPM eps, SMLD, noise-conditional classifier), the
+"""Training objectives (continuous DSM, DDPM eps, SMLD, noise-conditional classifier, and in
+`losses.vdm` the continuous-time variational bound with a fixed or learned schedule), the
 optimizer, EMA and the pure train-step factory.
 
 Nothing here jits, shards or touches files: `run_lib` does that.
@@ -18,6 +19,7 @@ import optax
 
 import models
 import sde_lib
+from losses import vdm
 from utils import Registry, bcast as _bcast, check_int
 
 Array = jax.Array
@@ -302,12 +304,14 @@ def _ddpm_loss(sde: sde_lib.SDE, score_model: models.ScoreModel, /, *, num_class
 LOSSES = Registry("loss", "name")
 LOSSES.register("sde", _sde_loss)
 LOSSES.register("ddpm", _ddpm_loss)
+LOSSES.register("vdm", vdm.vdm_loss)
 
 
 def get_loss_fn(sde: sde_lib.SDE, score_model: models.ScoreModel, *, name: str = "sde", num_classes: int = 0,
                 **fields) -> Callable:
   """The consumer of the config's `loss` group: the objective `name` ("sde": continuous DSM,
-  "ddpm": DDPM's L_simple) for `score_model`, with the group's other fields.
+  "ddpm": DDPM's L_simple, "vdm": the variational bound) for `score_model`, with the group's
+  other fields.
 
   Raises:
     ValueError: unknown name or field, or a bad value.

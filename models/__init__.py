@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 import sde_lib
 from models.classifier import NoiseConditionalClassifier
+from models import scheduled
 from models.mlp import MLP
 from models.score import (CONDITIONINGS, PARAMETERIZATIONS, eps_to_score_fn, exact_eps_fn, get_classifier_fn,
                           get_eps_fn, get_model_score_fn, get_network_input_fn, get_score_fn, get_smld_score_fn)
@@ -89,6 +90,11 @@ def get_score_model(sde: sde_lib.SDE, *, name: str, parameterization: str = "eps
   """
   network = get_model(name, **fields)
   kw = dict(parameterization=parameterization, conditioning=conditioning, input_scaling=input_scaling)
+  if isinstance(sde, sde_lib.LearnedLogSNRSDE):  # the schedule's parameters join the network's
+    scheduled.check_learned_settings(parameterization, conditioning)
+    network = scheduled.WithSchedule(network, sde.init_params)
+    return ScoreModel(network, scheduled.scheduled_score_fn(sde, network, get_score_fn, **kw),
+                      scheduled.scheduled_score_fn(sde, network, get_score_fn, train=True, **kw))
   return ScoreModel(network, get_score_fn(sde, network, **kw), get_score_fn(sde, network, train=True, **kw))
 
 

@@ -18,7 +18,7 @@ EpsFn = Callable[[Array, Array], Array]           # eps_fn(x [B, ...], t_index [
 ModelEpsFn = Callable[[Any, Array, Array], Array]  # model_eps_fn(params, x, t_index) -> eps
 ScoreFn = Callable[[Array, Array], Array]
 PARAMETERIZATIONS = ("eps", "score")
-CONDITIONINGS = ("auto", "t", "log_sigma")
+CONDITIONINGS = ("auto", "t", "log_sigma", "log_snr")
 
 
 def _is_ve_type(sde: sde_lib.SDE) -> bool:
@@ -29,19 +29,22 @@ def get_network_input_fn(sde: sde_lib.SDE, *, conditioning: str = "auto", input_
                          group: str = "model") -> Callable[[Array, Array], tuple[Array, Array]]:
   """fn(x, t) -> (x_in, c): what a network sees of x_t at time t.
 
-  c is t or log sigma(t) (`conditioning`: "t", "log_sigma", or "auto" = log_sigma for VE-type
-  SDEs); x_in = x / sqrt(alpha^2 + sigma^2) with `input_scaling` (EDM's c_in), else x.
+  c is t, log sigma(t) or -lambda(t) = log(sigma / alpha) = -log SNR / 2 (`conditioning`: "t",
+  "log_sigma", "log_snr", or "auto" = log_sigma for VE-type SDEs, log_snr for log-SNR SDEs, t
+  otherwise); x_in = x / sqrt(alpha^2 + sigma^2) with `input_scaling` (EDM's c_in), else x.
 
   Raises:
     ValueError: unknown conditioning (named as `group`.conditioning).
   """
   if conditioning not in CONDITIONINGS:
     raise ValueError(f"{group}.conditioning={conditioning!r} is unknown; valid: {list(CONDITIONINGS)}.")
-  use_log_sigma = conditioning == "log_sigma" or (conditioning == "auto" and _is_ve_type(sde))
+  if conditioning == "auto":
+    conditioning = ("log_sigma" if _is_ve_type(sde) else
+                    "log_snr" if isinstance(sde, sde_lib.LogSNRSDE) else "t")
 
   def net_input(x, t):
     alpha, sigma = sde.marginal_coeffs(t)
-    c = jnp.log(sigma) if use_log_sigma else t
+    c = {"log_sigma": lambda: jnp.log(sigma), "log_snr": lambda: -sde.log_snr(t), "t": lambda: t}[conditioning]()
     return (x / _bcast(jnp.sqrt(alpha**2 + sigma**2), x) if input_scaling else x), c
 
   return net_input

@@ -15,18 +15,25 @@ from sde_lib.base import SDE, ReverseSDE, ScoreFn
 from sde_lib.continuous import LambdaVESDE, OUSDE, SubVPSDE, VESDE, VPSDE
 from sde_lib.discrete import (VARIANCES, DiscreteSchedule, DiscreteVPSDE, cosine_schedule, geometric_sigmas,
                               get_schedule, linear_schedule, reverse_variance, schedule_of)
-from sde_lib.snr import LogSNRSDE
+from sde_lib.snr import LearnedLogSNRSDE, LogSNRSDE
 from utils import Registry
 
 SDES = Registry("sde", "name")
 for _name, _cls in (("vesde", VESDE), ("vpsde", VPSDE), ("subvpsde", SubVPSDE), ("ousde", OUSDE),
-                    ("lambda_vesde", LambdaVESDE), ("ddpm", DiscreteVPSDE), ("logsnr", LogSNRSDE)):
+                    ("lambda_vesde", LambdaVESDE), ("ddpm", DiscreteVPSDE), ("logsnr", LogSNRSDE),
+                    ("learned_logsnr", LearnedLogSNRSDE)):
   SDES.register(_name, _cls)
 
 
 def register_sde(name: str, cls: type[SDE]) -> None:
   """Adds an SDE class to the registry used by `get_sde` and the configs."""
   SDES.register(name, cls)
+
+
+def bound(sde: SDE, params) -> SDE:
+  """`sde` with a score model's parameters bound where it learns its schedule (`LearnedLogSNRSDE`),
+  else `sde` itself."""
+  return sde.bind(params) if isinstance(sde, LearnedLogSNRSDE) else sde
 
 
 def get_sde(name: str, **kwargs) -> SDE:
@@ -38,7 +45,7 @@ def get_sde(name: str, **kwargs) -> SDE:
   return SDES.build(name, **kwargs)
 
 
-__all__ = ["SDE", "ReverseSDE", "ScoreFn", "VESDE", "VPSDE", "SubVPSDE", "OUSDE", "LambdaVESDE", "LogSNRSDE",
+__all__ = ["SDE", "ReverseSDE", "ScoreFn", "VESDE", "VPSDE", "SubVPSDE", "OUSDE", "LambdaVESDE", "LogSNRSDE", "LearnedLogSNRSDE",
            "DiscreteSchedule", "DiscreteVPSDE", "VARIANCES", "linear_schedule", "cosine_schedule",
            "get_schedule", "geometric_sigmas", "schedule_of", "reverse_variance", "SDES", "register_sde",
-           "get_sde"]
+           "get_sde", "bound"]

@@ -19,12 +19,23 @@ Fixed schedules between the endpoints gamma(0) = gamma_min and gamma(1) = gamma_
 - "vp": the VP SDE's own shape (beta linear in t, Song et al. Eq. 11): int_0^t beta = B(t) is
   quadratic in t and gamma = log(expm1(B)); here B runs affinely from softplus(gamma_min) to
   softplus(gamma_max) along the VP quadratic of beta 0.1 -> 20.
+
+A learned schedule (`LearnedLogSNRSDE`, VDM App. H) is gamma(t) = g0 + (g1 - g0) shape(t) with
+learnable endpoints g0, g1 and a monotone network shape: [0, 1] -> [0, 1],
+
+    u(t) = l1(t) + mean_k w3_k sigmoid(l2_k(l1(t))),   shape(t) = (u(t) - u(0)) / (u(1) - u(0)),
+
+every weight positive (softplus of a free parameter), so shape is increasing with shape(0) = 0
+and shape(1) = 1 exactly. Its parameters live in the score model's parameter tree under
+"schedule"; `bind(params)` gives the SDE of those parameters (unbound: the linear schedule
+between the initial endpoints).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -101,3 +112,75 @@ class LogSNRSDE(SDE):
   @property
   def prior_std(self):
     return 1.0
+
+
+def init_schedule_params(key: Array, gamma_min: float, gamma_max: float, hidden: int) -> dict:
+  """Initial learned-schedule parameters: the endpoints and a monotone network close to linear
+  (the sigmoid branch starts at 1e-3 of the linear one's slope)."""
+  k2, k3 = jax.random.split(key)
+  inv_softplus = lambda v: math.log(math.expm1(v))
+  return {"gamma_min": jnp.float32(gamma_min), "gamma_max": jnp.float32(gamma_max),
+          "shape": {"w1": jnp.float32(inv_softplus(1.0)), "b1": jnp.float32(0.0),
+                    "w2": jax.random.normal(k2, (hidden,)) + inv_softplus(1.0),
+                    "b2": jax.random.normal(k3, (hidden,)),
+                    "w3": jnp.full((hidden,), inv_softplus(1e-3), jnp.float32)}}
+
+
+def monotone_shape(shape_params: dict, t: Array) -> Array:
+  """shape(t) of the module docstring: increasing on [0, 1], 0 at 0, 1 at 1; [B]."""
+  p = {k: jnp.asarray(v, jnp.float32) for k, v in shape_params.items()}
+
+  def u(t):
+    l1 = jax.nn.softplus(p["w1"]) * t + p["b1"]
+    h = jax.nn.sigmoid(jax.nn.softplus(p["w2"]) * l1[..., None] + p["b2"])
+    return l1 + jnp.mean(jax.nn.softplus(p["w3"]) * h, axis=-1)
+
+  ends = u(jnp.array([0.0, 1.0]))
+  return (u(jnp.asarray(t, jnp.float32)) - ends[0]) / (ends[1] - ends[0])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LearnedLogSNRSDE(LogSNRSDE):
+  """A log-SNR SDE whose schedule is learned with the score model (module docstring).
+
+  Fields:
+    gamma_min, gamma_max: the initial endpoints (then learned).
+    hidden: width of the monotone network.
+    N: discretisation steps.
+    params: the schedule's parameters (`init_schedule_params`) once bound, else None.
+  """
+
+  schedule: str = "learned"
+  hidden: int = 1024
+  params: Any = None
+
+  __hash__ = object.__hash__  # params (arrays) are not hashable: identity, as for any bound object
+  __eq__ = object.__eq__
+
+  def __post_init__(self):
+    SDE.__post_init__(self)
+    _check(self.schedule == "learned", "schedule", self.schedule, "must be 'learned' for name='learned_logsnr'")
+    _check(math.isfinite(self.gamma_min), "gamma_min", self.gamma_min, "must be finite")
+    _check(math.isfinite(self.gamma_max) and self.gamma_max > self.gamma_min, "gamma_max", self.gamma_max,
+           f"must be finite and > gamma_min={self.gamma_min}")
+    _check(isinstance(self.hidden, int) and self.hidden >= 1, "hidden", self.hidden, "must be an integer >= 1")
+
+  def init_params(self, key: Array) -> dict:
+    return init_schedule_params(key, self.gamma_min, self.gamma_max, self.hidden)
+
+  def bind(self, params: dict) -> "LearnedLogSNRSDE":
+    """This SDE with the schedule of a score model's parameters (params["schedule"])."""
+    return dataclasses.replace(self, params=params["schedule"])
+
+  def endpoints(self) -> tuple[Array, Array]:
+    if self.params is None:
+      return jnp.float32(self.gamma_min), jnp.float32(self.gamma_max)
+    return self.params["gamma_min"], self.params["gamma_max"]
+
+  def shape(self, t: Array) -> Array:
+    t = jnp.asarray(t, jnp.float32)
+    return t if self.params is None else monotone_shape(self.params["shape"], t)
+
+  def gamma(self, t: Array) -> Array:
+    g0, g1 = self.endpoints()
+    return g0 + (g1 - g0) * self.shape(t)

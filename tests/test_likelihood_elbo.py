@@ -97,7 +97,7 @@ def test_mixture_bound_is_above_the_true_nll_and_tightens_with_the_endpoints():
 def test_discretized_decoder_limits():
   """On-level data: a sharp decoder (gamma(t0) = -14) reconstructs exactly (0 nats), a flat one
   (gamma(t0) = 16, std e^8 ~ 3000 against level gaps of 2/3) is uniform over the levels (d log levels)."""
-  x = jnp.asarray(np.array([[-1.0, 1 / 3], [1.0, -1 / 3]], np.float32))  # 4 levels on [-1, 1]
+  x = jnp.asarray(np.array([[-0.75, 0.25], [0.75, -0.25]], np.float32))  # 4 cell centres on [-1, 1]
   for g0, expected in [(-14.0, 0.0), (16.0, 2 * math.log(4))]:
     sde = sde_lib.LogSNRSDE(gamma_min=g0, gamma_max=g0 + 2.0)
     fn = elbo.get_elbo_fn(sde, t0=0.0, decoder="discretized", levels=4)

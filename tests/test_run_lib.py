@@ -10,6 +10,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -347,3 +348,23 @@ def test_ddpm_config_groups_build_the_library_objects():
   losses.get_loss_fn(sde, score_model, **config.loss)
   sampling.get_sampler(sde, (4, 2), **config.sampling)
   likelihood.get_vlb_fn(schedule, **{k: v for k, v in config.eval.vlb.items() if k != "n_points"})
+
+
+@pytest.mark.slow
+def test_vdm_gmm_learns_its_schedule_and_evaluates_with_it(tmp_path):
+  """vdm_gmm, 40 steps: the checkpoint's schedule endpoints moved from their initial values, the
+  evaluation's SDE is the checkpoint's own, and the bound of the exact score is above the true NLL."""
+  config = tiny(get_config("vdm_gmm"), n_iters=40)
+  config.eval.elbo.n_points = 256
+  out = run_lib.run(config, str(tmp_path / "vdm"), "all")["eval"]
+  exp = run_lib.build(config)
+  state = run_lib.load_state(exp, str(tmp_path / "vdm"))
+  sched = state.ema_params["schedule"]
+  assert float(sched["gamma_min"]) != -10.0 and float(sched["gamma_max"]) != 6.0
+  bound = sde_lib.bound(exp.sde, state.ema_params)
+  assert float(bound.gamma(jnp.zeros(1))[0]) == pytest.approx(float(sched["gamma_min"]), abs=1e-5)
+  e = out["elbo"]
+  assert e["n"] == 256 and np.isfinite(e["model"]["total"])
+  gap = e["oracle"]["total"] - e["nll_true"]
+  assert gap > -3 * e["oracle"]["total_stderr"], e
+  assert np.isfinite(out["likelihood"]["nll_model"]) and out["energy_ratio"] > 0

@@ -707,3 +707,25 @@ def test_logsnr_bad_fields():
                         (dict(gamma_min=float("nan")), "sde.gamma_min")]:
     with pytest.raises(ValueError, match=field):
       sde_lib.get_sde("logsnr", **kwargs)
+
+
+def test_learned_schedule_is_monotone_with_exact_endpoints():
+  """Random (not initial) parameters: shape(0) = 0, shape(1) = 1, shape' > 0 on [0, 1], and the
+  bound SDE's gamma runs from params' gamma_min to gamma_max; unbound, the linear schedule."""
+  sde = sde_lib.get_sde("learned_logsnr", gamma_min=-9.0, gamma_max=5.0, hidden=64)
+  p = sde.init_params(jax.random.key(0))
+  keys = iter(jax.random.split(jax.random.key(1), 8))
+  p["shape"] = jax.tree.map(lambda a: a + 2.0 * jax.random.normal(next(keys), jnp.shape(a)), p["shape"])
+  p["shape"]["w3"] = p["shape"]["w3"] + 7.0  # the sigmoid branch as large as the linear one
+  p["gamma_min"], p["gamma_max"] = jnp.float32(-7.5), jnp.float32(4.0)
+  bound = sde.bind({"schedule": p})
+  t = jnp.linspace(0.0, 1.0, 257)
+  gamma, dgamma = _np(bound.gamma(t)), _np(bound.dgamma(t))
+  assert gamma[0] == pytest.approx(-7.5, abs=1e-5) and gamma[-1] == pytest.approx(4.0, abs=1e-5)
+  assert np.all(dgamma > 0) and np.all(np.diff(gamma) > 0)
+  assert not np.allclose(gamma, -7.5 + 11.5 * _np(t), atol=0.05)  # the random shape is not linear
+  np.testing.assert_allclose(_np(sde.gamma(t)), -9.0 + 14.0 * _np(t), rtol=1e-5, atol=1e-5)
+  a, s = (_np(c) for c in bound.marginal_coeffs(t))
+  np.testing.assert_allclose(a**2 + s**2, 1.0, rtol=1e-5)
+  with pytest.raises(ValueError, match="sde.hidden"):
+    sde_lib.get_sde("learned_logsnr", hidden=0)
