@@ -255,7 +255,7 @@ def _paths_in_data_plane(fig, ax, traj: np.ndarray, ts: np.ndarray, target, max_
     gx, gy, pts = _grid_2d(rng, 120)
     _draw_hdr(ax, gx, gy, _density(target, pts).reshape(gx.shape), colour="0.4")
   ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=4, color="0.55", linewidths=0, label=f"all {traj.shape[1]} ends")
-  norm = matplotlib.colors.Normalize(0.0, t_start)
+  norm = matplotlib.colors.Normalize(0.0, t_start / 2)
   inside = np.all((traj[..., :2] >= rng[:, 0]) & (traj[..., :2] <= rng[:, 1]), axis=-1)  # [K, B]
   late = int(np.argmax(ts <= t_start / 2))  # the second half of the process, where it reaches the data
   for j in range(min(max_paths, traj.shape[1])):
