@@ -3,6 +3,7 @@ the cells' source, in the notebook's folder; no Jupyter needed)."""
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -41,3 +42,17 @@ def test_quickstart_runs_and_its_samplers_match_the_truth(monkeypatch):
   assert ns["err"]["weighted_mse"] < 5e-3  # trained: the zero score scores E[sigma^2 |s*|^2] / d, up to 1
   for name in ("samples", "score_field", "trajectories"):
     assert os.path.getsize(os.path.join(ns["FIGURES"], f"{name}.png")) > 20_000
+
+
+@pytest.mark.slow
+def test_readme_library_snippet_prints_what_readme_says(capsys):
+  with open(os.path.join(ROOT, "README.md")) as f:
+    readme = f.read()
+  section = readme[readme.index("## The library"):]
+  snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  exec(compile(snippet, "README.md, The library", "exec"), {})
+  printed = capsys.readouterr().out
+  said = re.search(r"it prints `(sigma\(0\.5\) = .*?)` and `(nfe .*?)`", " ".join(section.split())).groups()
+  assert printed.splitlines()[0] == said[0]
+  numbers = lambda text: [float(v) for v in re.findall(r"\d+(?:\.\d+)?(?:e[-+]\d+)?", text)]
+  np.testing.assert_allclose(numbers(printed.splitlines()[1]), numbers(said[1]), rtol=0.05)
