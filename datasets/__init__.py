@@ -7,13 +7,15 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from datasets.bits import AnalogBits
 from datasets.images import DIGITS_N_TEST, DIGITS_SPLIT_SEED, Digits, ImageDataset, NpzImages
 from datasets.posterior import MixturePosterior, linear_gaussian_posterior
 from datasets.toy import DEFAULT_COVS, DEFAULT_MEANS, DEFAULT_WEIGHTS, Box1D, GaussianMixture, Target
 from utils import Registry
 
 DATASETS = Registry("data", "name")
-for _name, _cls in (("gmm", GaussianMixture), ("box1d", Box1D), ("digits", Digits), ("npz", NpzImages)):
+for _name, _cls in (("gmm", GaussianMixture), ("box1d", Box1D), ("bits", AnalogBits), ("digits", Digits),
+                    ("npz", NpzImages)):
   DATASETS.register(_name, _cls)
 
 

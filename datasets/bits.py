@@ -1,0 +1,116 @@
+"""Discrete data as analog bits (Chen, Zhang & Hinton 2023, "Analog Bits"): a categorical toy.
+
+Category k in [0, 2^n_bits) is encoded as its n_bits binary digits (most significant first)
+scaled to {-1, +1}; a continuous diffusion model is trained on these vectors, and a sample is
+decoded by thresholding each coordinate at 0. The data distribution is a mixture of point
+masses, sum_k pi_k delta(x - c_k), so under a linear SDE
+
+    p_t(x) = sum_k pi_k N(x; alpha c_k, sigma^2 I),
+    grad log p_t(x) = -sum_k r_k(x) (x - alpha c_k) / sigma^2,  r_k the responsibilities,
+
+exact for every t > 0 (the oracle). The quality measure is the total variation distance between
+the decoded categories' frequencies and pi, against the floor of as many exact draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from datasets.toy import Target, _per_example
+
+Array = jax.Array
+
+
+def bit_codes(n_bits: int) -> np.ndarray:
+  """[2^n_bits, n_bits] in {-1, +1}: row k holds k's binary digits, most significant first."""
+  k = np.arange(2**n_bits)[:, None]
+  return 2.0 * ((k >> np.arange(n_bits - 1, -1, -1)[None, :]) & 1) - 1.0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AnalogBits(Target):
+  """Categories k = 0 .. 2^n_bits - 1 with probabilities pi_k ∝ decay^k, as analog bits.
+
+  Args:
+    n_bits: bits per category (6: 64 categories).
+    decay: pi_k ∝ decay^k, in (0, 1] (1: uniform).
+
+  Raises:
+    ValueError: n_bits outside [1, 12] or decay outside (0, 1].
+  """
+
+  n_bits: int = 6
+  decay: float = 0.95
+
+  def __post_init__(self):
+    if not (isinstance(self.n_bits, (int, np.integer)) and 1 <= self.n_bits <= 12):
+      raise ValueError(f"data.n_bits={self.n_bits!r} must be an integer in [1, 12].")
+    if not (isinstance(self.decay, (int, float)) and 0 < self.decay <= 1):
+      raise ValueError(f"data.decay={self.decay!r} must lie in (0, 1].")
+    p = float(self.decay) ** np.arange(2**self.n_bits)
+    object.__setattr__(self, "probs", p / p.sum())
+    object.__setattr__(self, "_codes", jnp.asarray(bit_codes(self.n_bits), jnp.float32))
+    object.__setattr__(self, "_logp", jnp.asarray(np.log(p / p.sum()), jnp.float32))
+
+  @property
+  def dim(self) -> int:
+    return int(self.n_bits)
+
+  @property
+  def n_categories(self) -> int:
+    return 2**self.n_bits
+
+  def sample_labels(self, key: Array, n: int) -> Array:
+    """n exact category draws [n] (int32)."""
+    return jax.random.categorical(key, self._logp, shape=(n,))
+
+  def sample(self, key: Array, n: int) -> Array:
+    """n exact draws as analog bits [n, n_bits]."""
+    return self._codes[self.sample_labels(key, n)]
+
+  def encode(self, labels: Array) -> Array:
+    """Categories [n] -> analog bits [n, n_bits]."""
+    return self._codes[jnp.asarray(labels)]
+
+  def decode(self, x: Array) -> Array:
+    """Analog bits [n, n_bits] -> categories [n]: each bit is 1 where x > 0."""
+    bits = (jnp.asarray(x) > 0).astype(jnp.int32)
+    return jnp.sum(bits << jnp.arange(self.n_bits - 1, -1, -1), axis=-1)
+
+  def log_prob_t(self, x, alpha, sigma):
+    """log p_t(x) for sigma > 0 (the data themselves are point masses); [B]."""
+    a, s = _per_example(alpha, x), _per_example(sigma, x)
+    sq = jnp.sum((x[:, None, :] - a[:, :, None] * self._codes[None]) ** 2, -1)  # [B, K]
+    d = x.shape[1]
+    return logsumexp(self._logp - 0.5 * sq / s**2, axis=-1) - 0.5 * d * jnp.log(2 * jnp.pi * s[:, 0] ** 2)
+
+  def score_t(self, x, alpha, sigma):
+    """-sum_k r_k (x - alpha c_k) / sigma^2 (module docstring); [B, n_bits]."""
+    a, s = _per_example(alpha, x), _per_example(sigma, x)
+    diff = x[:, None, :] - a[:, :, None] * self._codes[None]  # [B, K, d]
+    r = jax.nn.softmax(self._logp - 0.5 * jnp.sum(diff**2, -1) / s**2, axis=-1)
+    return -jnp.einsum("bk,bkd->bd", r, diff) / s**2
+
+  def mean(self) -> np.ndarray:
+    return self.probs @ bit_codes(self.n_bits)
+
+  def cov(self) -> np.ndarray:
+    c = bit_codes(self.n_bits)
+    m = self.probs @ c
+    return np.einsum("k,ki,kj->ij", self.probs, c, c) - np.outer(m, m)
+
+  def total_variation(self, x) -> float:
+    """TV = 1/2 sum_k |f_k - pi_k| of the decoded samples' frequencies f against pi."""
+    labels = np.asarray(self.decode(x))
+    f = np.bincount(labels, minlength=self.n_categories) / len(labels)
+    return 0.5 * float(np.sum(np.abs(f - self.probs)))
+
+  def total_variation_floor(self, key: Array, n: int, n_sets: int = 20) -> float:
+    """The mean `total_variation` of n exact draws (over n_sets sets): what a perfect sampler gets."""
+    return float(np.mean([self.total_variation(self.sample(jax.random.fold_in(key, i), n))
+                          for i in range(n_sets)]))
