@@ -368,3 +368,16 @@ def test_vdm_gmm_learns_its_schedule_and_evaluates_with_it(tmp_path):
   gap = e["oracle"]["total"] - e["nll_true"]
   assert gap > -3 * e["oracle"]["total_stderr"], e
   assert np.isfinite(out["likelihood"]["nll_model"]) and out["energy_ratio"] > 0
+
+
+@pytest.mark.slow
+def test_vdm_digits_few_steps(tmp_path):
+  """vdm_digits, 4 steps of a one-level U-Net: the discrete bound (bits/dim) and the ODE bits/dim
+  are finite, the reconstruction term is a probability (>= 0 nats), and the grid is written."""
+  config = tiny_image(get_config("vdm_digits"), n_iters=4, one_level=True)
+  config.eval.elbo.n_points = 16
+  out = run_lib.run(config, str(tmp_path / "vdm"), "all")["eval"]
+  e = out["elbo"]["model"]
+  assert np.isfinite(e["bits_per_dim"]) and e["reconstruction"] >= 0 and e["prior"] >= 0
+  assert np.isfinite(out["bits_per_dim"]["bpd"])
+  assert os.path.isfile(tmp_path / "vdm" / "plots" / "samples_grid.png")
