@@ -118,6 +118,17 @@ def test_unknown_override_names_the_closest_field():
   assert run.unknown_field(config, "training.n_iters") is None
 
 
+def test_console_filter_drops_only_info_noise():
+  import run
+  record = lambda name, level, msg, path="x.py": logging.LogRecord(name, level, path, 1, msg, None, None)
+  tpu = "Unable to initialize backend 'tpu': INTERNAL: Failed to open libtpu.so"
+  assert not run._quiet_info(record("jax._src.xla_bridge", logging.INFO, tpu))
+  assert run._quiet_info(record("jax._src.xla_bridge", logging.WARNING, "A Google TPU may be present"))
+  assert run._quiet_info(record("jax._src.xla_bridge", logging.ERROR, tpu))
+  assert not run._quiet_info(record("absl", logging.INFO, "saved", "/site-packages/orbax/checkpoint/x.py"))
+  assert run._quiet_info(record("absl", logging.INFO, "step 250/5000  loss 1.2488"))
+
+
 def test_phase_logs_start_heartbeat_and_end(caplog):
   import workdir
   with caplog.at_level(logging.INFO):
