@@ -610,7 +610,7 @@ FAST_NFE_CASES = [  # DDIM's count is checked in test_stochastic_samples_count_n
     ("dpm_solver_2m", dict(n_steps=5, denoise=True, sigma_end=0.1), 5),
     ("dpm_solver", dict(n_steps=6, order=3, lower_order_final=False), 6),
     ("ddim", dict(n_steps=2, denoise=True), 2),
-    ("unipc", dict(n_steps=5, order=3), 5),
+    pytest.param("unipc", dict(n_steps=5, order=3), 5, marks=pytest.mark.slow),
     ("unipc", dict(n_steps=5, denoise=True, sigma_end=0.1), 5),
 ]
 
