@@ -136,9 +136,9 @@ def test_phase_logs_start_heartbeat_and_end(caplog):
       time.sleep(0.3)
     with pytest.raises(KeyError), workdir.phase("metrics", every_s=10.0):
       raise KeyError("x")
-  lines = [r.getMessage() for r in caplog.records]
-  assert lines[0] == "sampling 10 points ..." and re.fullmatch(r"sampling 10 points: done in 0\.\d s", lines[-3])
-  assert any(re.fullmatch(r"sampling 10 points: \d s so far", m) for m in lines[1:-3])
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("sampling 10 points", "metrics"))]
+  assert lines[0] == "sampling 10 points ..." and re.fullmatch(r"sampling 10 points: done in \d+\.\d s", lines[-3])
+  assert any(re.fullmatch(r"sampling 10 points: \d+ s so far", m) for m in lines[1:-3])
   assert lines[-2] == "metrics ..." and lines[-1].startswith("metrics: stopped after")
 
 
