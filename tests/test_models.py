@@ -102,7 +102,8 @@ def test_dropout_uses_the_key_only_when_training():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_groups=3), "model.num_groups"), (dict(ch_mult=()), "model.ch_mult"),
     (dict(dropout=1.0), "model.dropout"), (dict(embedding="learned"), "model.embedding"),
-    (dict(num_res_blocks=0), "model.num_res_blocks"), (dict(num_classes=-1), "model.num_classes")])
+    (dict(num_res_blocks=0), "model.num_res_blocks"), (dict(num_classes=-1), "model.num_classes"),
+    (dict(input_fourier=(17.0, -1.0)), "model.input_fourier")])
 def test_bad_fields_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):
     models.get_model("unet", **{**TINY, **kwargs})
@@ -160,3 +161,16 @@ def test_score_bridge():
   np.testing.assert_allclose(np.asarray(score), -np.asarray(eps) / sigma_i, rtol=1e-5, atol=1e-6)
   # The same function as models.get_score_fn on DiscreteVPSDE (eps, conditioned on t, no input scaling), any t.
   np.testing.assert_allclose(np.asarray(bridged), np.asarray(reference), rtol=1e-6, atol=1e-6)
+
+
+def test_input_fourier_features_are_input_channels():
+  """With input_fourier=(17,) the first conv sees x, sin(17 pi x) and cos(17 pi x): 3 input
+  channels per image channel; the output keeps the input's shape."""
+  model = models.get_model("unet", **{**TINY, "input_fourier": (17.0,)})
+  x = jnp.zeros((2, 8, 8, 1))
+  params = model.init(jax.random.key(0), x, jnp.zeros(2))["params"]
+  kernel = jax.tree_util.tree_leaves_with_path(params)
+  first = [v for path, v in kernel if "Conv_0" in jax.tree_util.keystr(path) and v.ndim == 4]
+  assert first and first[0].shape[2] == 3  # x, sin, cos
+  out = model.apply({"params": params}, x, jnp.zeros(2))
+  assert out.shape == x.shape
