@@ -82,6 +82,15 @@ def unipc_solve(sde: sde_lib.SDE, score_fn: ScoreFn, x: Array, ts: Array, *, ord
   next step reuses as its m_0 (so the corrector costs no extra NFE); the last step is not corrected.
   UniP-p has order p, UniC-p order p + 1. Step i uses p = min(order, i + 1) (and with
   `lower_order_final` at most n - i). ts may be traced (grids are differentiable).
+
+  Args:
+    sde: the forward SDE; score_fn: score_fn(x, t).
+    x: the state at ts[0] [B, ...].
+    ts: the decreasing times [n + 1].
+    order, variant, corrector, lower_order_final: as `get_unipc_sampler`.
+
+  Returns:
+    x at ts[-1] [B, ...].
   """
   n, B = ts.shape[0] - 1, x.shape[0]
   orders = jnp.array([min(order, i + 1, n - i if lower_order_final else order) for i in range(n)])
