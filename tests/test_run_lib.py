@@ -39,7 +39,7 @@ def test_every_config_builds(name, tmp_path):
   assert exp.sde.N >= 2
 
 
-def test_few_step_run_writes_workdir_and_resumes(tmp_path):
+def test_few_step_run_writes_workdir_and_resumes(tmp_path, caplog):
   workdir = str(tmp_path / "run")
   config = tiny(get_config("ve_gmm"), plots=True)
   out = run_lib.run(config, workdir, "all")
@@ -54,6 +54,12 @@ def test_few_step_run_writes_workdir_and_resumes(tmp_path):
   assert out["eval"]["energy_ratio"] == summary["energy_ratio"]
   (row,) = run_lib.read_metrics(workdir, "eval")  # when, and which checkpoint, it evaluated
   assert row["checkpoint_step"] == 20 and abs(row["wall_time"] - time.time()) < 600
+  with caplog.at_level(logging.INFO):
+    sampled = run_lib.run(config, workdir, "sample")["sample"]
+  saved = np.load(sampled["path"])
+  assert saved["model"].shape == (400, 2) and np.all(np.isfinite(saved["model"])) and int(saved["nfe"]) == 41
+  assert any(re.fullmatch(r"sampling 400 points at checkpoint step 20: done in \d+\.\d s", r.getMessage())
+             for r in caplog.records)
   # Rerunning a finished run does not train again; raising n_iters resumes from step 20.
   run_lib.train(config, workdir)
   steps = [r["step"] for r in run_lib.read_metrics(workdir, "train")]
