@@ -256,19 +256,25 @@ def write_eval(workdir: str, step: int, summary: dict, arrays: dict, scalars: di
   writer.close()
 
 
+_PHASES: list = []  # the open phases, innermost last
+
+
 @contextlib.contextmanager
 def phase(name: str, *, every_s: float = 15.0):
   """Logs "name ..." on entry, "name: done in X s" on exit and, for a phase that is one compiled
-  call with no finer progress, "name: X s so far" every `every_s` seconds in between (process 0)."""
+  call with no finer progress, "name: X s so far" every `every_s` seconds in between (only the
+  innermost open phase does; process 0 only)."""
   if not is_primary():
     yield
     return
-  t0, stop = time.time(), threading.Event()
+  t0, stop, token = time.time(), threading.Event(), object()
   logging.info("%s ...", name)
+  _PHASES.append(token)
 
   def heartbeat():
     while not stop.wait(every_s):
-      logging.info("%s: %.0f s so far", name, time.time() - t0)
+      if _PHASES and _PHASES[-1] is token:
+        logging.info("%s: %.0f s so far", name, time.time() - t0)
 
   beat = threading.Thread(target=heartbeat, daemon=True)
   beat.start()
@@ -282,3 +288,4 @@ def phase(name: str, *, every_s: float = 15.0):
   finally:
     stop.set()
     beat.join()
+    _PHASES.remove(token)

@@ -138,10 +138,11 @@ def test_console_filter_drops_only_info_noise():
 def test_phase_logs_start_heartbeat_and_end(caplog):
   import workdir
   with caplog.at_level(logging.INFO):
-    with workdir.phase("sampling 10 points", every_s=0.05):
-      time.sleep(0.3)
+    with workdir.phase("eval 'samples'", every_s=0.05), workdir.phase("sampling 10 points", every_s=0.05):
+      time.sleep(0.3)  # only the inner phase beats
     with pytest.raises(KeyError), workdir.phase("metrics", every_s=10.0):
       raise KeyError("x")
+  assert not any("'samples': " in r.getMessage() and "so far" in r.getMessage() for r in caplog.records)
   lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("sampling 10 points", "metrics"))]
   assert lines[0] == "sampling 10 points ..." and re.fullmatch(r"sampling 10 points: done in \d+\.\d s", lines[-3])
   assert any(re.fullmatch(r"sampling 10 points: \d+ s so far", m) for m in lines[1:-3])
