@@ -114,12 +114,12 @@ def test_posterior_matches_direct_formulas_and_the_noiseless_limit():
 
 
 def test_posterior_against_importance_sampling_and_its_own_samples():
-  """Prior draws weighted by N(y; A x, 0.5^2) (400,000 draws) give the posterior mean within 5
-  standard errors (from the effective sample size) and covariance within 0.05; 200,000 exact
-  posterior draws give mean and covariance within 0.02."""
+  """Prior draws weighted by N(y; A x, 0.5^2) (200,000 draws) give the posterior mean within 5
+  standard errors (from the effective sample size) and covariance within 0.05; 100,000 exact
+  posterior draws give mean and covariance within 0.03 (over 3 standard errors of every entry)."""
   A, y, sigma_y = np.array([[0.6, 0.8]]), np.array([0.5]), 0.5
   post = datasets.linear_gaussian_posterior(MIX, A, y, sigma_y)
-  x = np.asarray(MIX.sample(jax.random.key(0), 400_000), np.float64)
+  x = np.asarray(MIX.sample(jax.random.key(0), 200_000), np.float64)
   logw = -0.5 * np.sum((x @ A.T - y) ** 2, 1) / sigma_y**2
   w = np.exp(logw - logw.max())
   w /= w.sum()
@@ -128,9 +128,9 @@ def test_posterior_against_importance_sampling_and_its_own_samples():
   se = np.sqrt(np.diag(cov) * np.sum(w**2))
   np.testing.assert_array_less(np.abs(mean - post.mean()), 5 * se)
   np.testing.assert_allclose(cov, post.cov(), atol=0.05)
-  s = np.asarray(post.sample(jax.random.key(1), 200_000), np.float64)
-  np.testing.assert_allclose(s.mean(0), post.mean(), atol=0.02)
-  np.testing.assert_allclose(np.cov(s.T), post.cov(), atol=0.02)
+  s = np.asarray(post.sample(jax.random.key(1), 100_000), np.float64)
+  np.testing.assert_allclose(s.mean(0), post.mean(), atol=0.03)
+  np.testing.assert_allclose(np.cov(s.T), post.cov(), atol=0.03)
 
 
 def test_inpainting_is_replacement_with_a_mask_and_guidance_with_a_mask():
@@ -144,8 +144,8 @@ def test_inpainting_is_replacement_with_a_mask_and_guidance_with_a_mask():
   b, _ = get_replacement_sampler(sde, (8, 2), O.Mask(mask, (2,)), corrector="none")(key, oracle, x_known)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   x, t = MIX.sample(jax.random.key(2), 8), jnp.linspace(0.1, 0.9, 8)
-  g1 = sampling.reconstruction_guidance(sde, oracle, x_known, mask)(x, t)
-  g2 = linear_guidance(sde, oracle, O.Mask(mask, (2,)), x_known)(x, t)
+  g1, g2 = jax.jit(lambda x, t: (sampling.reconstruction_guidance(sde, oracle, x_known, mask)(x, t),
+                                 linear_guidance(sde, oracle, O.Mask(mask, (2,)), x_known)(x, t)))(x, t)
   np.testing.assert_allclose(g2, g1, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(g1))))
 
 
@@ -206,6 +206,7 @@ def test_dps_without_guidance_samples_the_prior_and_with_it_fits_y():
   assert res(x1) < 0.2 * res(x0), (res(x1), res(x0))
 
 
+@pytest.mark.slow
 def test_smc_rows_do_not_depend_on_the_batch_size():
   sde = sde_lib.VPSDE(N=5)
   op = O.Dense([[0.6, 0.8]], (2,))
