@@ -1,4 +1,4 @@
-"""Denoising diffusion restoration models (DDRM; Kawar et al. 2022, Eqs. 7-8) for y = A x + sigma_y n,
+"""Denoising diffusion restoration models (DDRM; Kawar et al. 2022) for y = A x + sigma_y n,
 in the spectral coordinates of the operator's SVD."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ Array = jax.Array
 
 
 def _ddrm_update(u, u0, y_bar, obs, sy, sig_t, sig_s, eta, eta_b, z):
-  """Kawar et al. 2022, Eq. 8 (noise levels of the variance-exploding form x = x0 + sigma z):
+  """One DDRM step (Kawar et al. 2022), noise levels of the variance-exploding form x = x0 + sigma z;
   per spectral coordinate i, with sigma_y / s_i = sy:
 
     s_i = 0:               u0 + sqrt(1 - eta^2) sig_s (u - u0) / sig_t + eta sig_s z
@@ -53,7 +53,7 @@ def get_ddrm_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], operator: LinearO
   spectral coordinates u = V^T x~, the observation is y_bar = s^+ U^T y = u0 + (sigma_y / s_i) n
   on the positions with s_i > 0. The chain starts from u_i ~ N(y_bar_i, sig_T^2 - sigma_y^2 / s_i^2)
   there (N(0, sig_T^2) on the null space) and steps through t_k = T + k (eps - T) / (n_steps - 1),
-  k < n_steps, with `_ddrm_update` (Eq. 8), x0_hat from Tweedie's formula at t_k; the last
+  k < n_steps, with `_ddrm_update`, x0_hat from Tweedie's formula at t_k; the last
   step goes to noise level 0. Valid when sig_T = sigma_T / alpha_T exceeds every sigma_y / s_i.
   NFE = n_steps.
 

@@ -56,10 +56,10 @@ def get_dps_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], operator: LinearOp
 
       x_s = x'_s - zeta_i grad_{x_t} ||y - A x0_hat(x_t)||_2^2.
 
-  The published setting is zeta' = 1.0 with the 1,000-step DDPM chain (Chung et al. 2023,
-  App. C; take sde.N = 1000). The observation noise enters only through zeta'. The sample is
-  finished with Tweedie's formula at eps. NFE = N + 1 (each of the N also a vector-Jacobian
-  product).
+  The default zeta' = 1.0 is the value Chung et al. 2023 use for most of their linear tasks,
+  with the 1,000-step DDPM chain (take sde.N = 1000). The observation noise enters only through
+  zeta'. The sample is finished with Tweedie's formula at eps. NFE = N + 1 (each of the N also a
+  vector-Jacobian product).
 
   Args:
     sde: the forward SDE.

@@ -1,7 +1,7 @@
 """Linear measurement operators for inverse problems, y = A x + sigma_y n.
 
 An operator acts on batches: `A(x)` maps x [B, *in_shape] to y [B, *out_shape] and `AT(y)` is
-its transpose. Operators with an SVD, A = U diag(s) V^T (Kawar et al. 2022, "DDRM", Sec. 3.1),
+its transpose. Operators with an SVD, A = U diag(s) V^T (as in DDRM, Kawar et al. 2022),
 also give it in *spectral coordinates shaped like x*: `Vt(x)` and `V(u)` are the orthogonal
 maps x <-> u = V^T x, `s` holds the singular values at their spectral positions (zero on the
 null space, broadcastable to in_shape), `Ut(y)` puts U^T y at the positions `rows` (zeros

@@ -4,7 +4,7 @@
 K particles per observation follow the reverse chain with a guided (twisted) proposal and carry
 importance weights that make the particle system target p(x_0 | y) under the discretised
 reverse chain, whatever the twisting function; the bias of one particle drawn by the final
-weights vanishes as K grows (Wu et al. 2023, Thm. 1), leaving the unconditional chain's own
+weights vanishes as K grows (Wu et al. 2023), leaving the unconditional chain's own
 discretisation error."""
 
 from __future__ import annotations
