@@ -46,13 +46,14 @@ def elbo(ctx: Context, *, elbo: dict) -> tuple[dict, dict]:
   d = int(np.prod(x.shape[1:]))
   run = jax.jit(lambda p, x: fn(key_b, functools.partial(ctx.model_score_fn, p), x))
   with wd.phase(f"variational bound of {n_points:,} held-out points"):
-    out = {"model": _terms(jax.block_until_ready(run(ctx.params, x)), d), "n": n_points}
+    model = jax.block_until_ready(run(ctx.params, x))
+  out = {"model": _terms(model, d), "n": n_points}
   if ctx.oracle and hasattr(ctx.target, "score_fn"):
     out["oracle"] = _terms(jax.jit(lambda x: fn(key_b, ctx.target.score_fn(ctx.sde), x))(x), d)
   if hasattr(ctx.target, "log_prob"):
     true = -np.asarray(ctx.target.log_prob(x), np.float64)
     out["nll_true"] = float(true.mean())
-    out["gap_model_true"] = _stats(np.asarray(run(ctx.params, x)["total"], np.float64) - true)
+    out["gap_model_true"] = _stats(np.asarray(model["total"], np.float64) - true)
   return {"elbo": out}, {}
 
 
