@@ -136,7 +136,12 @@ class Bench:
       kwargs["schedule"] = schedule
     if sigma_end is not None:
       kwargs["sigma_end"] = sigma_end
-    sampler = sampling.get_sampler(sde, (self.n,) + exp.shape, **kwargs)
+    try:
+      sampler = sampling.get_sampler(sde, (self.n,) + exp.shape, **kwargs)
+    except ValueError as e:  # e.g. a VP DDPM chain with N < beta_max (betas > 1): no such sampler
+      print(json.dumps({"benchmark": "samplers", "section": section, "config": config, "sampler": label,
+                        "nfe": nfe, "skipped": str(e)}), flush=True)
+      return {}
     score_fn = (lambda p: self.target.score_fn(sde)) if score == "oracle" else (
         lambda p: functools.partial(exp.model_score_fn, p))
     if start == "prior":

@@ -7,6 +7,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import sde_lib
 import utils
@@ -126,6 +127,19 @@ class PCSettings(NamedTuple):
   nfe: int
 
 
+def _check_ddpm_chain(sde: sde_lib.SDE, predictor: str, corrector: str) -> None:
+  """The VP SDE's reverse_diffusion step and Langevin alpha use its DDPM chain, whose largest beta,
+  about beta_max / N, must not exceed 1 (else sqrt(1 - beta) is NaN)."""
+  uses_chain = predictor == "reverse_diffusion" or corrector in ("langevin", "ald")
+  if not (uses_chain and type(sde) is sde_lib.VPSDE):
+    return
+  beta = float(np.max(np.asarray(sde.discrete_betas())))
+  if beta > 1.0 + 1e-6:  # float32 round-off of exactly 1 (N = beta_max) is allowed
+    raise ValueError(f"sde.N={sde.N} is too small for sde.beta_max={sde.beta_max}: the DDPM chain that "
+                     f"predictor={predictor!r} / corrector={corrector!r} use has beta up to {beta:.3g}, which must "
+                     f"be <= 1; use N >= beta_max, or a sampler without the chain (ode, ddim, dpm_solver, unipc).")
+
+
 def pc_settings(sde: sde_lib.SDE, shape, *, predictor: str = "reverse_diffusion",
                 corrector: str = "langevin", snr: float = 0.16, n_steps: int = 1,
                 probability_flow: bool = False, denoise: bool = True, eps: float = 1e-3) -> PCSettings:
@@ -141,6 +155,7 @@ def pc_settings(sde: sde_lib.SDE, shape, *, predictor: str = "reverse_diffusion"
   utils.check_int("sampling.n_steps", n_steps, 0)
   utils.check_bool("sampling.probability_flow", probability_flow)
   utils.check_bool("sampling.denoise", denoise)
+  _check_ddpm_chain(sde, predictor, corrector)
   corrector_fn = CORRECTORS[corrector]
   n_corr = int(n_steps) if corrector_fn is not None else 0
   nfe = sde.N * ((predictor != "none") + n_corr) + int(denoise)

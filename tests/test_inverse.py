@@ -45,7 +45,7 @@ def test_operator_transpose_svd_and_pseudo_inverse(op):
 
 
 def test_operator_and_method_arguments_are_checked():
-  sde = sde_lib.VPSDE(N=10)
+  sde = sde_lib.VPSDE(beta_max=10.0, N=10)  # beta_max / N <= 1: the PC chain is defined
   with pytest.raises(ValueError, match="mask.shape"):
     O.Mask(jnp.ones(3), (2,))
   with pytest.raises(ValueError, match="factor=3"):
@@ -136,12 +136,13 @@ def test_posterior_against_importance_sampling_and_its_own_samples():
 def test_inpainting_is_replacement_with_a_mask_and_guidance_with_a_mask():
   """get_replacement_sampler with a Mask is get_inpainting_sampler (bitwise); linear_guidance with
   a Mask and sigma_y = 0 is reconstruction_guidance (1e-5 relative)."""
-  sde = sde_lib.VPSDE(N=5)
+  sde = sde_lib.VPSDE(beta_max=5.0, N=5)  # beta_max / N <= 1: the PC chain is defined
   oracle = MIX.score_fn(sde)
   x_known, mask = MIX.sample(jax.random.key(1), 8), jnp.array([1.0, 0.0])
   key = jax.random.key(0)
   a, _ = sampling.get_inpainting_sampler(sde, (8, 2), corrector="none")(key, oracle, x_known, mask)
   b, _ = get_replacement_sampler(sde, (8, 2), O.Mask(mask, (2,)), corrector="none")(key, oracle, x_known)
+  assert np.all(np.isfinite(np.asarray(a)))  # (with N = 5 < beta_max both were NaN, and "equal")
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   x, t = MIX.sample(jax.random.key(2), 8), jnp.linspace(0.1, 0.9, 8)
   g1, g2 = jax.jit(lambda x, t: (sampling.reconstruction_guidance(sde, oracle, x_known, mask)(x, t),
@@ -153,7 +154,7 @@ def test_inpainting_is_replacement_with_a_mask_and_guidance_with_a_mask():
 def test_colorization_is_replacement_with_the_grey_operator():
   """get_replacement_sampler with ChannelMix.grey is get_colorization_sampler (bitwise), with and
   without guidance."""
-  sde = sde_lib.VPSDE(N=5)
+  sde = sde_lib.VPSDE(beta_max=5.0, N=5)  # beta_max / N <= 1: the PC chain is defined
   flat = MIX.score_fn(sde)
   score = lambda x, t: flat(x.reshape(-1, 2), t).reshape(x.shape) * 0.5
   grey = jnp.linspace(-1.0, 1.0, 8).reshape(8, 1)
@@ -208,7 +209,7 @@ def test_dps_without_guidance_samples_the_prior_and_with_it_fits_y():
 
 @pytest.mark.slow
 def test_smc_rows_do_not_depend_on_the_batch_size():
-  sde = sde_lib.VPSDE(N=5)
+  sde = sde_lib.VPSDE(beta_max=5.0, N=5)  # beta_max / N <= 1: the PC chain is defined
   op = O.Dense([[0.6, 0.8]], (2,))
   y = jnp.linspace(-1.0, 1.0, 8)[:, None]
   run = lambda n: get_smc_sampler(sde, (n, 2), op, sigma_y=0.2, n_particles=4)(jax.random.key(3), MIX.score_fn(sde), y[:n])

@@ -281,7 +281,7 @@ def test_sampler_kl_matches_quadrature_on_a_1d_mixture():
 def test_sampler_kl_rejects_a_stochastic_sampler():
   import sampling
 
-  sde = sde_lib.VPSDE(N=10)
+  sde = sde_lib.VPSDE(beta_max=10.0, N=10)  # beta_max / N <= 1: the PC chain is defined
   with pytest.raises(ValueError, match="sampler="):
     metrics.sampler_kl(jax.random.key(0), sampling.get_sampler(sde, (8, 2)), datasets.GaussianMixture().score_fn(sde),
                        datasets.GaussianMixture().log_prob, sde)

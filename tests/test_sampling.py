@@ -281,7 +281,7 @@ def test_sampler_inside_an_outer_jit_matches_the_eager_call():
 
 
 def test_trajectory_and_latent_errors():
-  sde = sde_lib.VPSDE(N=10)
+  sde = sde_lib.VPSDE(beta_max=10.0, N=10)  # beta_max / N <= 1: the PC chain is defined
   oracle = TARGET.score_fn(sde)
   with pytest.raises(ValueError, match="ddim"):
     sampling.get_sampler(sde, (4, 2), method="ddim", n_steps=3).trajectory(jax.random.key(0), oracle, 2)
@@ -957,3 +957,15 @@ def test_must_show_fast_configs_reach_kl_0003_with_the_exact_score(config_name):
   sampler = sampling.get_sampler(sde, (2048, target.dim), **config.sampling)
   out = metrics.sampler_kl(jax.random.key(0), sampler, target.score_fn(sde), target.log_prob, sde, n_batches=2)
   assert out["nfe"] <= 10 and out["kl"] + 2 * out["se"] <= 0.003, out
+
+
+def test_pc_rejects_a_vp_chain_with_beta_above_one():
+  """VPSDE(N=10, beta_max=20): the DDPM chain's betas reach 2, so reverse_diffusion / Langevin would
+  take sqrt(1 - beta) of a negative number; the sampler that does not use the chain is allowed."""
+  sde = sde_lib.VPSDE(N=10)
+  for kwargs in (dict(), dict(predictor="euler_maruyama", corrector="langevin"),
+                 dict(predictor="reverse_diffusion", corrector="none")):
+    with pytest.raises(ValueError, match="sde.N=10 is too small for sde.beta_max=20.0"):
+      sampling.get_sampler(sde, (4, 2), method="pc", **kwargs)
+  sampling.get_sampler(sde, (4, 2), method="pc", predictor="euler_maruyama", corrector="none")
+  sampling.get_sampler(sde_lib.VPSDE(N=20), (4, 2), method="pc")  # beta_max / N = 1 exactly: allowed
