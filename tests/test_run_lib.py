@@ -394,14 +394,14 @@ def test_vdm_gmm_learns_its_schedule_and_evaluates_with_it(tmp_path):
 
 @pytest.mark.slow
 def test_vdm_digits_few_steps(tmp_path):
-  """vdm_digits, 4 steps of a one-level U-Net: the discrete bound (bits/dim) and the ODE bits/dim
-  are finite, the reconstruction term is a probability (>= 0 nats), and the grid is written."""
+  """vdm_digits, 4 steps of a one-level U-Net: the discrete bound (bits/dim) of the test images is
+  finite and its reconstruction term is a probability (>= 0 nats). (Sampling and the ODE with a
+  learned schedule: the vdm_gmm test; image sampling and bits/dim: the other digits tests.)"""
   config = tiny_image(get_config("vdm_digits"), n_iters=4, one_level=True)
-  config.eval.evaluators = ["image_samples", "elbo", "bits_per_dim", "image_plots"]  # frechet: other digits tests
-  del config.eval["classifier"]
+  config.eval.evaluators = ["elbo"]
+  for field in ("classifier", "n_samples", "n_grid", "nll_samples", "nll_batch_size"):
+    del config.eval[field]
   config.eval.elbo.n_points = 16
   out = run_lib.run(config, str(tmp_path / "vdm"), "all")["eval"]
   e = out["elbo"]["model"]
-  assert np.isfinite(e["bits_per_dim"]) and e["reconstruction"] >= 0 and e["prior"] >= 0
-  assert np.isfinite(out["bits_per_dim"]["bpd"])
-  assert os.path.isfile(tmp_path / "vdm" / "plots" / "samples_grid.png")
+  assert np.isfinite(e["bits_per_dim"]) and e["reconstruction"] >= 0 and e["prior"] >= 0 and out["elbo"]["n"] == 16
