@@ -350,15 +350,8 @@ def report(rows) -> str:
 
 
 def write_section(text: str) -> None:
-  old = open(RESULTS).read()
-  start = old.find(SECTION)
-  if start < 0:
-    new = old.rstrip("\n") + "\n\n" + text
-  else:
-    end = old.find("\n## ", start + len(SECTION))
-    new = old[:start] + text + ("\n" + old[end + 1:] if end >= 0 else "")
-  with open(RESULTS, "w") as f:
-    f.write(new.rstrip("\n") + "\n")
+  from results_md import replace_section  # benchmarks/ is on sys.path when run as a script
+  replace_section(RESULTS, SECTION, text)
 
 
 def plot(rows) -> None:

@@ -477,15 +477,8 @@ def write_results(rows: list[dict], machine: dict, args) -> None:
             "std over seeds; floor as a band of ± 1 std over pairs, 2x floor dashed; the y axis is "
             "cut at 1.0, so the PC samplers' first points are off the top).", ""]
   text = "\n".join(lines)
-  old = open(args.results_md).read() if os.path.exists(args.results_md) else "# Benchmark results\n"
-  start = old.find(SECTION)
-  if start < 0:
-    new = old.rstrip("\n") + "\n\n" + text
-  else:
-    end = old.find("\n## ", start + len(SECTION))
-    new = old[:start] + text + ("\n" + old[end + 1:] if end >= 0 else "")
-  with open(args.results_md, "w") as f:
-    f.write(new.rstrip("\n") + "\n")
+  from results_md import replace_section  # benchmarks/ is on sys.path when run as a script
+  replace_section(args.results_md, SECTION, text)
   _plot(rows, floor, args.plot)
 
 
