@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from datasets.bits import AnalogBits
 from datasets.images import DIGITS_N_TEST, DIGITS_SPLIT_SEED, Digits, ImageDataset, NpzImages
+from datasets import symmetric
 from datasets.posterior import MixturePosterior, linear_gaussian_posterior
 from datasets.toy import DEFAULT_COVS, DEFAULT_MEANS, DEFAULT_WEIGHTS, Box1D, GaussianMixture, Target
 from utils import Registry
@@ -16,6 +17,8 @@ from utils import Registry
 DATASETS = Registry("data", "name")
 for _name, _cls in (("gmm", GaussianMixture), ("box1d", Box1D), ("bits", AnalogBits), ("digits", Digits),
                     ("npz", NpzImages)):
+  DATASETS.register(_name, _cls)
+for _name, _cls in symmetric.TARGETS.items():  # sym_ring, sym_particles, sym_particles_e2
   DATASETS.register(_name, _cls)
 
 

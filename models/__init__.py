@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 import sde_lib
 from models.classifier import NoiseConditionalClassifier
+from models.equivariant import EQUIVARIANT_MODELS
 from models import scheduled
 from models.mlp import MLP
 from models.score import (CONDITIONINGS, PARAMETERIZATIONS, eps_to_score_fn, exact_eps_fn, get_classifier_fn,
@@ -31,6 +32,8 @@ Array = jax.Array
 MODELS = Registry("model", "name")
 MODELS.register("mlp", MLP)
 MODELS.register("unet", UNet)
+for _name, _cls in EQUIVARIANT_MODELS.items():  # sym_mlp, deepsets, egnn (models/equivariant.py)
+  MODELS.register(_name, _cls)
 CLASSIFIERS = Registry("classifier.model", "name")
 CLASSIFIERS.register("mlp", NoiseConditionalClassifier)
 SCORE_FIELDS = ("parameterization", "conditioning", "input_scaling")
