@@ -281,6 +281,15 @@ def test_digits_configs_train(tmp_path, name):
   state = run_lib.train(config, str(tmp_path / name))
   rows = run_lib.read_metrics(str(tmp_path / name), "train")
   assert int(state.step) == 2 and np.isfinite(rows[-1]["loss"]) and rows[-1]["loss"] > 0
+  if name == "ve_digits":  # the bound of a dequantised-data model on the integer test images
+    config.eval.evaluators = ["elbo"]
+    for field in ("classifier", "n_samples", "n_grid", "nll_samples", "nll_batch_size"):
+      del config.eval[field]
+    config.eval.elbo = dict(n_points=8, n_t=2, t0=1e-5, decoder="gaussian", dequantize=True)
+    e = run_lib.evaluate(config, str(tmp_path / name))["elbo"]
+    assert e["dequantized"] and e["n"] == 8 and np.isfinite(e["model"]["bits_per_dim_stderr"])
+    # bits/dim = (nll / 64 + log(17 / 2)) / ln 2, the dequantisation bound's offset
+    assert np.isclose(e["model"]["bits_per_dim"], (e["model"]["total"] / 64 + np.log(8.5)) / np.log(2), rtol=1e-6)
 
 
 @pytest.mark.slow
