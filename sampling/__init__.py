@@ -37,6 +37,7 @@ from sampling.ode import (ODE_SOLVERS, check_ode_args, get_ode_encoder, get_ode_
 from sampling.pc import (CORRECTORS, PREDICTORS, ancestral_sampling, annealed_langevin, euler_maruyama,
                          get_pc_sampler, langevin, reverse_diffusion)
 from sampling.schedules import SCHEDULES, end_time, get_time_schedule, sigma_edm, t_of_log_snr
+from sampling.sdedit import get_sdedit_sampler
 from sampling.smc import get_smc_sampler
 from sampling.unipc import get_unipc_sampler, unipc_solve
 from utils import Registry, per_sample_keys
@@ -89,5 +90,5 @@ __all__ = [
     "classifier_free_guidance", "classifier_guidance",
     "impose_known", "get_inpainting_sampler", "reconstruction_guidance", "colorization_basis",
     "get_colorization_sampler", "operators", "get_replacement_sampler", "linear_guidance", "get_dps_sampler",
-    "get_ddrm_sampler", "get_smc_sampler",
+    "get_ddrm_sampler", "get_smc_sampler", "get_sdedit_sampler",
 ]
