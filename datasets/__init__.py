@@ -20,6 +20,8 @@ for _name, _cls in (("gmm", GaussianMixture), ("box1d", Box1D), ("bits", AnalogB
   DATASETS.register(_name, _cls)
 for _name, _cls in symmetric.TARGETS.items():  # sym_ring, sym_particles, sym_particles_e2
   DATASETS.register(_name, _cls)
+from datasets.subspace import PlanarMixture  # noqa: E402
+DATASETS.register("planar_gmm", PlanarMixture)
 
 
 def is_image_dataset_name(name) -> bool:

@@ -49,6 +49,10 @@ for _name, _factory in (("pc", get_pc_sampler), ("ode", get_ode_sampler),
                         ("dpm_solver_2m", dpm_solver_fixed_order(2)),
                         ("dpm_solver_3m", dpm_solver_fixed_order(3)), ("unipc", get_unipc_sampler)):
   SAMPLERS.register(_name, _factory)
+from sampling import subspace  # noqa: E402  (subspace diffusion)
+SAMPLERS.register("subspace_pc", subspace.get_subspace_pc_sampler)
+SAMPLERS.register("subspace_ode", subspace.get_subspace_ode_sampler)
+SAMPLERS.register("subspace_dpm_solver", subspace.get_subspace_dpm_solver_sampler)
 
 
 def register_sampler(name: str, factory: Callable) -> None:
