@@ -7,7 +7,7 @@ from typing import Callable
 
 import jax.numpy as jnp
 
-from datasets.bits import AnalogBits
+from datasets.bits import AnalogBits, DigitsBits
 from datasets.images import DIGITS_N_TEST, DIGITS_SPLIT_SEED, Digits, ImageDataset, NpzImages
 from datasets import symmetric
 from datasets.posterior import MixturePosterior, linear_gaussian_posterior
@@ -16,7 +16,7 @@ from utils import Registry
 
 DATASETS = Registry("data", "name")
 for _name, _cls in (("gmm", GaussianMixture), ("box1d", Box1D), ("bits", AnalogBits), ("digits", Digits),
-                    ("npz", NpzImages)):
+                    ("npz", NpzImages), ("digits_bits", DigitsBits)):
   DATASETS.register(_name, _cls)
 for _name, _cls in symmetric.TARGETS.items():  # sym_ring, sym_particles, sym_particles_e2
   DATASETS.register(_name, _cls)

@@ -1,4 +1,5 @@
-"""Discrete data as analog bits (Chen, Zhang & Hinton 2023, "Analog Bits"): a categorical toy.
+"""Discrete data as analog bits (Chen, Zhang & Hinton 2023, "Analog Bits"): a categorical toy and
+the digits with their grey levels as bits.
 
 Category k in [0, 2^n_bits) is encoded as its n_bits binary digits (most significant first)
 scaled to {-1, +1}; a continuous diffusion model is trained on these vectors, and a sample is
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from datasets.images import Digits, _register_image_dataset
 from datasets.toy import Target, _per_example
 
 Array = jax.Array
@@ -114,3 +116,45 @@ class AnalogBits(Target):
     """The mean `total_variation` of n exact draws (over n_sets sets): what a perfect sampler gets."""
     return float(np.mean([self.total_variation(self.sample(jax.random.fold_in(key, i), n))
                           for i in range(n_sets)]))
+
+
+@_register_image_dataset
+@dataclasses.dataclass(frozen=True, eq=False)
+class DigitsBits(Digits):
+  """The 8x8 digits with each pixel's grey level (0..16) as n_bits analog bits (Chen et al. 2023):
+  images [N, 8, 8, n_bits] in {-1, +1}, most significant bit first. `quantize` decodes by
+  thresholding at 0 and clips codes above 16 to 16, giving the integer images of `Digits`.
+
+  Args:
+    n_bits: bits per pixel, >= 5 (17 levels need 5).
+    data_range, random_flip: as `Digits` (the range only matters for `scale` of integer images).
+
+  Raises:
+    ValueError: n_bits < 5 or > 8, or dequantize=True (bits are exact).
+  """
+
+  dequantize: bool = False
+  n_bits: int = 5
+
+  def __post_init__(self):
+    if not (isinstance(self.n_bits, (int, np.integer)) and 5 <= self.n_bits <= 8):
+      raise ValueError(f"data.n_bits={self.n_bits!r} must be an integer in [5, 8] (17 grey levels).")
+    if self.dequantize:
+      raise ValueError("data.dequantize=True does not apply to analog bits (they are exact); set it to False.")
+    super().__post_init__()
+    object.__setattr__(self, "_codes", jnp.asarray(bit_codes(self.n_bits), jnp.float32))
+
+  @property
+  def shape(self) -> tuple[int, int, int]:
+    return tuple(int(s) for s in self._train_x.shape[1:3]) + (int(self.n_bits),)
+
+  def dequantized(self, key: Array, u: Array) -> Array:
+    """The analog bits [..., H, W, n_bits] of integer images u [..., H, W, 1] (key unused)."""
+    del key
+    return self._codes[jnp.asarray(u)[..., 0].astype(jnp.int32)]
+
+  def quantize(self, x: Array) -> Array:
+    """Analog bits [..., n_bits] -> integer images [..., 1] in 0..levels-1 (threshold at 0, clip)."""
+    bits = (jnp.asarray(x) > 0).astype(jnp.int32)
+    u = jnp.sum(bits << jnp.arange(self.n_bits - 1, -1, -1), axis=-1, keepdims=True)
+    return jnp.minimum(u, self.levels - 1)

@@ -15,7 +15,7 @@ import inspect
 import time
 
 from evaluators.base import Context
-from evaluators import bound, conditional, images, plots, toy
+from evaluators import bits, bound, conditional, images, inverse, plots, sdedit, toy
 import workdir as wd
 from utils import Registry, check_int
 
@@ -26,7 +26,7 @@ MIN_VALUES = {"n_samples": 1, "n_floor_pairs": 1, "sw_projections": 1, "score_er
 # Fields of the Context itself (every evaluator sees them): oracle = also evaluate the exact scores.
 CONTEXT_FIELDS = ("oracle",)
 EVALUATORS = Registry("eval", "evaluators")
-for _module in (toy, bound, conditional, images, plots):
+for _module in (toy, bound, conditional, images, plots, inverse, sdedit, bits):
   for _name, _fn in _module.EVALUATORS.items():
     EVALUATORS.register(_name, _fn)
 

@@ -54,3 +54,44 @@ def test_sampling_with_the_exact_score_and_thresholding_is_at_the_total_variatio
   assert np.mean(tv) < 1.5 * floor, (tv, floor)
   uniform = datasets.get_dataset("bits", decay=1.0).sample(jax.random.key(2), n)
   assert BITS.total_variation(uniform) > 5 * floor
+
+
+@pytest.mark.slow
+def test_digits_as_analog_bits_round_trip():
+  """17 grey levels as 5 bits: every test image decodes back exactly; 16 = 10000; codes above 16 clip."""
+  d = datasets.get_dataset("digits_bits")
+  assert d.shape == (8, 8, 5) and d.levels == 17
+  x = d.dequantized(None, d.test_x)
+  assert x.shape == (len(d.test_x), 8, 8, 5) and set(np.unique(np.asarray(x))) == {-1.0, 1.0}
+  np.testing.assert_array_equal(np.asarray(d.quantize(x)), d.test_x)
+  np.testing.assert_array_equal(np.asarray(d.dequantized(None, np.full((1, 1, 1, 1), 16)))[0, 0, 0], [1, -1, -1, -1, -1])
+  assert int(d.quantize(jnp.ones((1, 1, 1, 5)))[0, 0, 0, 0]) == 16  # code 31 clipped
+  with pytest.raises(ValueError, match="data.n_bits=4"):
+    datasets.get_dataset("digits_bits", n_bits=4)
+  with pytest.raises(ValueError, match="dequantize"):
+    datasets.get_dataset("digits_bits", dequantize=True)
+
+
+def test_self_conditioning_loss_stops_the_gradient_and_the_sampler_feeds_the_estimate():
+  """With x0_hat = theta + x0_prev = eps_hat (a stand-in network), p_self_cond = 1 trains on
+  eps_hat = theta + stop_gradient(theta), so d loss / d theta = E 2 (2 theta - z) = 4 at theta = 1
+  (8 without the stop-gradient), and p = 0 gives E 2 (theta - z) = 2 (reduce_mean; 4,000 x 6
+  normals: Monte Carlo error ~0.03). The sampler's final estimate is (n_steps + 1) theta when it
+  feeds x0_prev back and theta when it does not."""
+  from losses.self_cond import get_self_cond_loss_fn
+  from sampling.self_cond import get_self_cond_sampler
+
+  sde = sde_lib.VPSDE(N=10)
+  x0_fn = lambda theta, x, t, prev: (theta + prev, theta + prev)
+  batch = jnp.zeros((4000, 6))
+  for p, want in ((1.0, 4.0), (0.0, 2.0)):
+    loss_fn = get_self_cond_loss_fn(sde, x0_fn, p_self_cond=p, reduce_mean=True)
+    g = jax.grad(loss_fn, argnums=1)(jax.random.key(0), jnp.float32(1.0), batch)
+    assert abs(float(g) - want) < 0.15, (p, float(g))
+  for feed, want in ((True, 6.0), (False, 1.0)):
+    sampler = get_self_cond_sampler(sde, (3, 2), n_steps=5, self_condition=feed)
+    x, nfe = sampler(jax.random.key(0), lambda x, t, prev: (jnp.ones_like(x) + prev, x))
+    np.testing.assert_allclose(np.asarray(x), want)
+    assert int(nfe) == 6
+  with pytest.raises(ValueError, match="p_self_cond"):
+    get_self_cond_loss_fn(sde, x0_fn, p_self_cond=1.5)
