@@ -80,7 +80,7 @@ def methods(target, op, sigma_y, n, particles, smc_seeds):
          "ddrm": (lambda k, y: ddrm(k, oracle, y), 1)}
   if sigma_y > 0:
     out["guidance, data_var = tr(Cov)/d"] = (lambda k, y: pc(k, guided(y, v_data)), 1)
-    for v, suffix in ((1.0, ""), (v_data, ", data_var = tr(Cov)/d")):
+    for v, suffix in ((None, ""), (1.0, ", data_var = 1"), (v_data, ", data_var = tr(Cov)/d")):
       for K in particles:
         smc = sampling.get_smc_sampler(sde, shape, op, sigma_y=sigma_y, n_particles=K, data_var=v)
         out[f"smc K={K}{suffix}"] = ((lambda s: lambda k, y: s(k, oracle, y))(smc), smc_seeds)
@@ -137,7 +137,8 @@ def table(path):
     vals = [_fmt(np.mean(ratios[(m,) + c])) if (m,) + c in ratios else "" for c in cols]
     print(f"| {m} | {nfe[m]} | " + " | ".join(vals) + " |")
   noisy = [c for c in cols if c[2] > 0]
-  for suffix, label in (("", "data_var = 1"), (", data_var = tr(Cov)/d", "data_var = tr(Cov)/d")):
+  for suffix, label in (("", "default: data_var from the model"), (", data_var = 1", "data_var = 1"),
+                        (", data_var = tr(Cov)/d", "data_var = tr(Cov)/d")):
     smc = [m for m in names if m.startswith("smc K=") and m.endswith(suffix) and ("," in m) == bool(suffix)]
     print()
     print(f"| K ({label}) | " + " | ".join(f"{p} {o}" for p, o, _ in noisy) + " |")
