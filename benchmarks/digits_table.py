@@ -3,6 +3,7 @@ and probability-flow ODE) and the Frechet distance, from one command.
 
     python benchmarks/digits_table.py [--budget_steps 4000] [--reference vp_digits]
         [--configs ve_digits,vp_digits,subvp_digits,vdm_digits] [--root runs/digits_table]
+        [--reuse_plan] [--write_results]
 
 1. Throughput: `train_throughput.measure` times each config's train step back to back (so the
    machine's load is about the same for all), and config c gets
@@ -13,7 +14,8 @@ and probability-flow ODE) and the Frechet distance, from one command.
 2. Training and evaluation: `run_lib.run(config, root/<config>_<n_c>, "all")` (a finished
    workdir is reused: training resumes to n_c and re-evaluates).
    * bound: the negative ELBO of the 297 test images (evaluator `elbo`, 16 stratified times per
-     image). Models of dequantised data (VE, VP, sub-VP) bound -log P of the integer image
+     image; for VE, VP and sub-VP uniform in log-SNR, `t_sampling="log_snr"`, whose estimate has a
+     fraction of the variance of uniform t). Models of dequantised data (VE, VP, sub-VP) bound -log P of the integer image
      through one uniform dequantisation per image (`elbo.dequantize`); `vdm_digits` models the
      17 levels directly with its discretised decoder.
    * ODE: `bits_per_dim` (dequantisation bound through the probability-flow ODE, Rademacher trace).
@@ -38,7 +40,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
 SECTION = "## Digits at the same wall-clock budget"
-DEQUANTIZED_ELBO = dict(n_points=297, n_t=16, t0=1e-5, decoder="gaussian", dequantize=True)
+DEQUANTIZED_ELBO = dict(n_points=297, n_t=16, t0=1e-5, decoder="gaussian", dequantize=True, t_sampling="log_snr")
 
 
 def get_config(name: str):
@@ -74,15 +76,23 @@ def row(name: str, n_iters: int, rate: float, root: str, reference: str, budget_
           "eval_s": out.get("eval_s"), "wall_s": time.time() - t0,
           "bound_bpd": bound["bits_per_dim"], "bound_stderr": bound["bits_per_dim_stderr"],
           "bound_dequantized": bool(ev["elbo"].get("dequantized", False)),
+          "bound_t_sampling": config.eval.elbo.get("t_sampling", "uniform"),
           "ode_bpd": ode["bpd"], "ode_stderr": ode["bpd_stderr"], "fd": fd["fd"], "fd_floor": fd["fd_floor"],
           "load_avg": os.getloadavg()[0], "machine": f"{platform.machine()}, {os.cpu_count()} cores",
           "date": time.strftime("%Y-%m-%d")}
 
 
-def table(rows) -> str:
-  latest = {}
-  for r in rows:
-    latest[r["config"]] = r
+def latest_rows(path: str) -> dict:
+  """The last row of each config in the JSON-lines file `path` ({} if it is missing)."""
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return {r["config"]: r for r in rows if r.get("benchmark") == "digits_table"}
+
+
+def table(path: str) -> str:
+  latest = latest_rows(path)
   ref = next(iter(latest.values()))
   lines = [SECTION, "",
            "Command: `python benchmarks/digits_table.py --write_results` (" + ref["machine"] + ", CPU; "
@@ -109,6 +119,8 @@ def main() -> None:
   p.add_argument("--calls", type=int, default=2, help="timed calls of log_freq steps per config")
   p.add_argument("--root", default=os.path.join(ROOT, "runs", "digits_table"))
   p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "digits_table.jsonl"))
+  p.add_argument("--reuse_plan", action="store_true",
+                 help="reuse the steps and measured throughputs of --out's latest rows (re-evaluates the same workdirs)")
   p.add_argument("--write_results", action="store_true", help="rewrite the RESULTS.md section from --out")
   p.add_argument("--table_only", action="store_true", help="only rewrite the RESULTS.md section")
   args = p.parse_args()
@@ -116,18 +128,26 @@ def main() -> None:
     names = [n for n in args.configs.split(",") if n]
     for name in names:
       get_config(name)  # an unknown config fails here, before any training
-    plan = budgets(names, args.reference, args.budget_steps, args.calls)
+    old = latest_rows(args.out) if args.reuse_plan else {}
+    if args.reuse_plan:
+      missing = [n for n in names if n not in old]
+      if missing:
+        raise ValueError(f"--reuse_plan: {args.out} has no row for {missing}; run without --reuse_plan first.")
+      plan = {n: (old[n]["n_iters"], old[n]["steps_per_s"]) for n in names}
+    else:
+      plan = budgets(names, args.reference, args.budget_steps, args.calls)
     print(json.dumps({"benchmark": "digits_table_plan", **{k: v[0] for k, v in plan.items()}}), flush=True)
     for name in names:
       r = row(name, *plan[name], args.root, args.reference, args.budget_steps)
+      if name in old:  # training was done by the earlier run (this one only resumed and evaluated)
+        r.update(train_s=old[name]["train_s"], load_avg=old[name]["load_avg"], retrained=False)
       print(json.dumps(r), flush=True)
       with open(args.out, "a") as f:
         f.write(json.dumps(r) + "\n")
   if args.write_results or args.table_only:
     from results_md import replace_section
 
-    with open(args.out) as f:
-      replace_section(RESULTS, SECTION, table([json.loads(line) for line in f if line.strip()]))
+    replace_section(RESULTS, SECTION, table(args.out))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def elbo(ctx: Context, *, elbo: dict) -> tuple[dict, dict]:
   model's score and, with eval.oracle on a toy target, the exact score, against the true NLL.
 
   elbo fields: n_points (toy: fresh draws; images: the first n of the test split), and
-  `likelihood.get_elbo_fn`'s t0, n_t, decoder, levels, data_range.
+  `likelihood.get_elbo_fn`'s t0, n_t, decoder, levels, data_range, t_sampling.
   """
   fields = dict(elbo)
   n_points = int(fields.pop("n_points"))

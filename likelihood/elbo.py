@@ -43,6 +43,7 @@ from utils import bcast, check_choice, check_int, check_real
 Array = jax.Array
 ScoreFn = Callable[[Array, Array], Array]
 ELBO_DECODERS = ("gaussian", "discretized")
+ELBO_T_SAMPLING = ("uniform", "log_snr")
 
 
 def gamma_fn(sde: sde_lib.SDE, t: Array) -> tuple[Array, Array]:
@@ -52,15 +53,20 @@ def gamma_fn(sde: sde_lib.SDE, t: Array) -> tuple[Array, Array]:
   return -2.0 * lam, -2.0 * dlam
 
 
+def eps_error(sde: sde_lib.SDE, score_fn: ScoreFn, x: Array, t: Array, noise: Array) -> Array:
+  """1/2 ||noise - eps_hat(z_t, t)||^2 at z_t = alpha_t x + sigma_t noise, eps_hat = -sigma_t s(z_t, t); [B]."""
+  alpha, sigma = sde.marginal_coeffs(t)
+  z = bcast(alpha, x) * x + bcast(sigma, x) * noise
+  eps_hat = -bcast(sigma, x) * score_fn(z, t)
+  return 0.5 * jnp.sum(jnp.reshape(noise - eps_hat, (x.shape[0], -1)) ** 2, axis=-1)
+
+
 def diffusion_integrand(sde: sde_lib.SDE, score_fn: ScoreFn, x: Array, t: Array, noise: Array) -> Array:
   """1/2 gamma'(t) ||noise - eps_hat(z_t, t)||^2 at z_t = alpha_t x + sigma_t noise; [B].
 
   Its expectation over t ~ U(t0, T) and noise ~ N(0, I), times (T - t0), is the diffusion term."""
-  alpha, sigma = sde.marginal_coeffs(t)
-  z = bcast(alpha, x) * x + bcast(sigma, x) * noise
-  eps_hat = -bcast(sigma, x) * score_fn(z, t)
   _, dgamma = gamma_fn(sde, t)
-  return 0.5 * dgamma * jnp.sum(jnp.reshape(noise - eps_hat, (x.shape[0], -1)) ** 2, axis=-1)
+  return dgamma * eps_error(sde, score_fn, x, t, noise)
 
 
 def reconstruction_nll(key: Array, x: Array, gamma0: Array, decoder: str, levels: int | None = None,
@@ -92,7 +98,8 @@ def encoder_prior_kl(x: Array, alpha_T: Array, sigma_T: Array, prior_std: float)
 
 
 def get_elbo_fn(sde: sde_lib.SDE, *, t0: float = 1e-5, n_t: int = 1, decoder: str = "gaussian",
-                levels: int | None = None, data_range: tuple[float, float] = (-1.0, 1.0)) -> Callable:
+                levels: int | None = None, data_range: tuple[float, float] = (-1.0, 1.0),
+                t_sampling: str = "uniform") -> Callable:
   """The negative ELBO of the module docstring, per example, in nats.
 
   Args:
@@ -103,6 +110,11 @@ def get_elbo_fn(sde: sde_lib.SDE, *, t0: float = 1e-5, n_t: int = 1, decoder: st
     decoder: one of ELBO_DECODERS.
     levels: the number of data levels, required by (and only used with) "discretized".
     data_range: (lo, hi) of the levels.
+    t_sampling: one of ELBO_T_SAMPLING. "uniform": t ~ U(t0, T), the estimate
+      (T - t0) 1/2 gamma'(t) ||eps - eps_hat||^2. "log_snr": gamma ~ U(gamma(t0), gamma(T)) mapped to
+      t by `sde_lib.t_of_log_snr`, the estimate (gamma(T) - gamma(t0)) 1/2 ||eps - eps_hat||^2: the
+      same expectation (change of variable), without the weight gamma'(t), which spans orders of
+      magnitude for VE and VP schedules and makes the uniform estimate's variance explode near t0.
 
   Returns:
     elbo_fn(key, score_fn, x) -> dict of [B] arrays in nats: "diffusion", "prior",
@@ -117,6 +129,7 @@ def get_elbo_fn(sde: sde_lib.SDE, *, t0: float = 1e-5, n_t: int = 1, decoder: st
     raise ValueError(f"elbo.t0=0.0 is invalid for {type(sde).__name__}: sigma(0) = 0; use t0 > 0.")
   check_int("elbo.n_t", n_t, 1)
   check_choice("elbo.decoder", decoder, ELBO_DECODERS)
+  check_choice("elbo.t_sampling", t_sampling, ELBO_T_SAMPLING)
   if decoder == "discretized":
     check_int("elbo.levels", levels, 2)
   T = sde.T
@@ -124,12 +137,18 @@ def get_elbo_fn(sde: sde_lib.SDE, *, t0: float = 1e-5, n_t: int = 1, decoder: st
   def elbo_fn(key: Array, score_fn: ScoreFn, x: Array) -> dict:
     b = x.shape[0]
     k_t, k_eps, k_rec = jax.random.split(key, 3)
-    u = jax.random.uniform(k_t, (b, 1))
-    t = t0 + (T - t0) * ((u + jnp.arange(n_t)) / n_t)  # [B, n_t], stratified per example
+    u = (jax.random.uniform(k_t, (b, 1)) + jnp.arange(n_t)) / n_t  # [B, n_t], stratified per example
     x_rep = jnp.repeat(x, n_t, axis=0)
     noise = jax.random.normal(k_eps, x_rep.shape)
-    vals = diffusion_integrand(sde, score_fn, x_rep, t.reshape(-1), noise).reshape(b, n_t)
-    diffusion = (T - t0) * jnp.mean(vals, axis=1)
+    if t_sampling == "log_snr":
+      g0, g1 = (gamma_fn(sde, jnp.full((1,), s, jnp.float32))[0][0] for s in (t0, T))
+      t = sde_lib.t_of_log_snr(sde, -0.5 * (g0 + (g1 - g0) * u), t_max=T)
+      vals = eps_error(sde, score_fn, x_rep, t.reshape(-1), noise).reshape(b, n_t)
+      diffusion = (g1 - g0) * jnp.mean(vals, axis=1)
+    else:
+      t = t0 + (T - t0) * u
+      vals = diffusion_integrand(sde, score_fn, x_rep, t.reshape(-1), noise).reshape(b, n_t)
+      diffusion = (T - t0) * jnp.mean(vals, axis=1)
     prior = encoder_prior_kl(x, *sde.marginal_coeffs(jnp.full((b,), T)), sde.prior_std)
     gamma0, _ = gamma_fn(sde, jnp.full((b,), t0, jnp.float32))
     rec = reconstruction_nll(k_rec, x, gamma0, decoder, levels, data_range)

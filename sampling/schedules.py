@@ -17,36 +17,12 @@ import numpy as np
 
 import sde_lib
 import utils
+from sde_lib import t_of_log_snr  # noqa: F401  (re-exported: sampling.t_of_log_snr)
 from sampling.base import check_common
 
 Array = jax.Array
 
 SCHEDULES = ("uniform_t", "log_snr", "edm", "quadratic")
-
-
-def t_of_log_snr(sde: sde_lib.SDE, lam: Array, *, t_max: float | None = None,
-                 n_iters: int = 64) -> Array:
-  """The inverse t(lambda) of the decreasing log-SNR lambda(t) = log(alpha_t / sigma_t).
-
-  Vectorised bisection on [0, t_max] (any SDE, no closed form needed); float32 bisection
-  stops moving once the bracket is one ulp wide. t_max defaults to 2 T, which leaves room
-  for EDM's churn (sigma_hat <= sqrt(2) sigma_edm(T)); lambdas outside the bracket clip to it.
-  """
-  t_max = 2.0 * sde.T if t_max is None else t_max
-  lam = jnp.asarray(lam, jnp.float32)
-
-  def bisect(_, bracket):
-    lo, hi = bracket
-    mid = 0.5 * (lo + hi)
-    later = sde.log_snr(mid.reshape(-1)).reshape(mid.shape) > lam  # lambda decreases: t > mid
-    return jnp.where(later, mid, lo), jnp.where(later, hi, mid)
-
-  lo, hi = jax.lax.fori_loop(0, n_iters, bisect, (jnp.zeros_like(lam), jnp.full_like(lam, t_max)))
-  t = jax.lax.stop_gradient(0.5 * (lo + hi))
-  # The implicit-function derivative dt/dlambda = 1 / lambda'(t), so grids in lambda can be
-  # optimised through the samplers (the value is the bisection's, unchanged).
-  _, dlam_dt = jax.jvp(lambda u: sde.log_snr(u.reshape(-1)).reshape(u.shape), (t,), (jnp.ones_like(t),))
-  return t + (lam - jax.lax.stop_gradient(lam)) / jax.lax.stop_gradient(dlam_dt)
 
 
 def sigma_edm(sde: sde_lib.SDE, t: Array) -> Array:

@@ -11,7 +11,7 @@ an SDE, `snr` the VP SDEs given by a log-SNR schedule (VDM). SDEs are built by n
 
 from __future__ import annotations
 
-from sde_lib.base import SDE, ReverseSDE, ScoreFn
+from sde_lib.base import SDE, ReverseSDE, ScoreFn, t_of_log_snr
 from sde_lib.continuous import LambdaVESDE, OUSDE, SubVPSDE, VESDE, VPSDE
 from sde_lib.discrete import (VARIANCES, DiscreteSchedule, DiscreteVPSDE, cosine_schedule, geometric_sigmas,
                               get_schedule, linear_schedule, reverse_variance, schedule_of)

@@ -73,6 +73,24 @@ def test_monte_carlo_bound_matches_closed_form_and_bounds_the_nll(schedule):
   assert expected >= true_nll and expected - true_nll < 0.01  # tight at these endpoints
 
 
+def test_log_snr_time_sampling_keeps_the_bound_and_cuts_its_variance():
+  """VP SDE (beta 0.1..20, t0 = 1e-5; gamma from -13.8 to 10.1), exact score of N(M, S^2 I_2),
+  20,000 draws: t_sampling="log_snr" matches the closed-form expected bound within 4 standard
+  errors with a standard error a fifth of t ~ U(t0, T)'s or less (measured: 0.061 against 1.28 nats)."""
+  d, t0, sde = 2, 1e-5, sde_lib.VPSDE()
+  (g0, g1) = (float(elbo.gamma_fn(sde, jnp.full((1,), s))[0][0]) for s in (t0, 1.0))
+  expected = _expected_bound(sde, d, g0, g1)
+  x = M + S * jax.random.normal(jax.random.key(1), (20_000, d))
+  se = {}
+  for t_sampling in ("uniform", "log_snr"):
+    fn = elbo.get_elbo_fn(sde, t0=t0, n_t=4, t_sampling=t_sampling)
+    total = np.asarray(jax.jit(lambda k, x: fn(k, gaussian_score(sde, M, S**2), x)["total"])(jax.random.key(2), x),
+                       np.float64)
+    se[t_sampling] = total.std() / math.sqrt(len(total))
+    assert abs(total.mean() - expected) < 4 * se[t_sampling], (t_sampling, total.mean(), expected, se)
+  assert se["log_snr"] < 0.2 * se["uniform"], se
+
+
 def test_mixture_bound_is_above_the_true_nll_and_tightens_with_the_endpoints():
   """Default 2-D mixture, exact score: the bound minus the true NLL is >= 0 within 3 standard
   errors at every endpoint pair and falls as (gamma_min, gamma_max) widen (common random numbers)."""
@@ -107,7 +125,8 @@ def test_discretized_decoder_limits():
 
 @pytest.mark.parametrize("kwargs,field", [(dict(t0=1.0), "elbo.t0"), (dict(n_t=0), "elbo.n_t"),
                                           (dict(decoder="bernoulli"), "elbo.decoder"),
-                                          (dict(decoder="discretized"), "elbo.levels")])
+                                          (dict(decoder="discretized"), "elbo.levels"),
+                                          (dict(t_sampling="beta"), "elbo.t_sampling")])
 def test_bad_arguments(kwargs, field):
   with pytest.raises(ValueError, match=field):
     elbo.get_elbo_fn(sde_lib.LogSNRSDE(), **kwargs)
