@@ -53,7 +53,7 @@ class PlanarMixture(Target):
   Attributes:
     full: the 3-D `GaussianMixture` (exact log_prob_t and score_t of x).
     plane: the 2-D `GaussianMixture` of y = U^T x (exact subspace scores).
-    basis, normal: U [3, 2] and n [3] as float64 arrays.
+    normal: the plane's unit normal n [3] (float64).
 
   Raises:
     ValueError: a basis that is not 3 x 2 orthonormal, a non-positive perp_std, or per-component

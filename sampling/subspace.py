@@ -174,22 +174,30 @@ def orthogonal_moments(subspace: Subspace, mean, cov) -> tuple[np.ndarray, float
 
 # --- the joint score: the full score and the subspace score in one pytree ----------------
 
-def _joint_score(full_fn, sub_fn, k: int, x, t):
+def _joint_score(k: int, full_fn, sub_fn, x, t):
   """Dispatch on the trailing shape: [B, k] is a subspace point, anything else a full one."""
   return sub_fn(x, t) if x.shape[1:] == (k,) else full_fn(x, t)
+
+
+_JOINT: dict[int, Callable] = {}  # one static function per subspace dimension k (no recompiles)
 
 
 def subspace_score_fn(full_score_fn: Callable, subspace_score: Callable, dim: int) -> jax.tree_util.Partial:
   """One score_fn(x, t) for a subspace sampler: the full score on examples [B, *shape] and the
   subspace score fn(y [B, dim], t) = grad_y log p_t(y) on subspace coordinates. A pytree: a
   `functools.partial(model_score_fn, params)` inside stays traced."""
-  return jax.tree_util.Partial(_joint_score, as_pytree_fn(full_score_fn), as_pytree_fn(subspace_score), dim)
+  dim = utils.check_int("subspace dim", dim, 1)
+  joint = _JOINT.setdefault(dim, functools.partial(_joint_score, dim))
+  return jax.tree_util.Partial(joint, as_pytree_fn(full_score_fn), as_pytree_fn(subspace_score))
 
 
 def _split_scores(score_fn, subspace: Subspace, sde: sde_lib.SDE, m_perp: Array):
   """(full, subspace) scores. A plain full score gives the subspace score U^T s(U y + alpha_t m_perp, t),
   exact when the orthogonal component is independent of y (docs/subspace.md)."""
-  if isinstance(score_fn, jax.tree_util.Partial) and score_fn.func is _joint_score:
+  if isinstance(score_fn, jax.tree_util.Partial) and any(score_fn.func is f for f in _JOINT.values()):
+    if score_fn.func.args[0] != subspace.dim:
+      raise ValueError(f"the subspace score is for dimension {score_fn.func.args[0]}; the subspace has "
+                       f"{subspace.dim}.")
     return score_fn.args[0], score_fn.args[1]
 
   def projected(y, t):

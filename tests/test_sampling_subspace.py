@@ -82,6 +82,10 @@ def test_planar_target_scores_split_exactly():
   alpha, sigma = VE.marginal_coeffs(t)
   expect = PLANAR.subspace_score_fn(VE)(y, t) @ U.T - w * n / (alpha[:, None]**2 * 0.05**2 + sigma[:, None]**2)
   np.testing.assert_allclose(PLANAR.score_fn(VE)(x, t), expect, rtol=1e-4, atol=1e-4)
+  score = S.subspace_score_fn(PLANAR.score_fn(VE), PLANAR.subspace_score_fn(VE), 2)  # dispatches on the shape
+  np.testing.assert_allclose(score(x, t), expect, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(jax.jit(lambda s, y, t: s(y, t))(score, y, t), PLANAR.subspace_score_fn(VE)(y, t),
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_orthogonal_fisher_divergence_closed_form():
@@ -149,8 +153,9 @@ def test_subspace_sampler_exact_kl_matches_full_sampler():
 
 @pytest.mark.slow
 def test_subspace_pc_sampler_energy_distance_at_floor():
-  """Subspace PC (reverse diffusion + ALD, N = 200) with exact scores on the planar target: energy
-  distance to 2,000 true points within 3x the floor between two true sets (same size)."""
+  """Subspace PC (reverse diffusion + ALD, N = 200) and subspace probability-flow ODE (adaptive tsit5)
+  with exact scores on the planar target: energy distance to 2,000 true points within 3x the floor
+  between two true sets (same size)."""
   sub, n = S.matrix_subspace(PLANAR.basis), 2000
   m, v = S.orthogonal_moments(sub, PLANAR.mean(), PLANAR.cov())
   subs = sampling.get_sampler(VE, (n, 3), method="subspace_pc", subspace=sub, t_switch=0.4, perp_mean=m,
@@ -158,6 +163,11 @@ def test_subspace_pc_sampler_energy_distance_at_floor():
   score = S.subspace_score_fn(PLANAR.score_fn(VE), PLANAR.subspace_score_fn(VE), 2)
   x, nfe = subs(jax.random.key(8), score)
   assert int(nfe) == 401 and subs.nfe_split == {"subspace": 2 * 120, "full": 2 * 80 + 1}
+  ode = sampling.get_sampler(VE, (n, 3), method="subspace_ode", subspace=sub, t_switch=0.4, perp_mean=m,
+                             perp_var=v, rtol=1e-4, atol=1e-4)
+  x_ode, nfe_ode = ode(jax.random.key(8), score)
+  assert ode.nfe_split is None and int(nfe_ode) > 0
   ref, ref2 = (PLANAR.sample(jax.random.key(k), n) for k in (9, 10))
   floor = float(metrics.energy_distance(ref, ref2))
-  assert float(metrics.energy_distance(x, ref)) < 3 * floor + 1e-3, (metrics.energy_distance(x, ref), floor)
+  for sample in (x, x_ode):
+    assert float(metrics.energy_distance(sample, ref)) < 3 * floor + 1e-3, (metrics.energy_distance(sample, ref), floor)
