@@ -224,7 +224,7 @@ def report(rows, digits_rows) -> str:
            "(`datasets.PlanarMixture`: a 3-component 2-D mixture in a rotated plane of R^3, orthogonal std 0.05), "
            "against the full-space samplers. Commands: `python benchmarks/subspace.py --section fisher|kl|energy "
            ">> benchmarks/subspace.jsonl`, then `--from-jsonl benchmarks/subspace.jsonl --write`. Machine: a "
-           "2-core CPU shared with four other agents (load average 6-10 during the runs).", ""]
+           "2-core CPU shared with four other agents (load average 10-16 during the runs).", ""]
   lines += NOTES_EXACT + ["", "Must show (computed from the lines below):", ""] + _summary(rows, digits_rows) + [""]
   lines += ["Orthogonal Fisher divergence D_perp(t) (per orthogonal dimension, in units of the Gaussian's "
             "Fisher information; 4,096 exact-score points per time) and the switching time it picks:", ""]
@@ -255,7 +255,7 @@ NOTES_EXACT = [
 
 def _kl_lookup(rows, sde, target, nfe, label):
   for r in rows:
-    if (r["section"], r["sde"], r["target"], r["nfe"], r["sampler"]) == ("kl", sde, target, nfe, label):
+    if r["section"] == "kl" and (r["sde"], r["target"], r["nfe"], r["sampler"]) == (sde, target, nfe, label):
       return r
   return None
 
@@ -285,6 +285,15 @@ def _summary(rows, digits_rows) -> list[str]:
                f"{sub['nfe_split']['subspace']} of its 50 evaluations are the MLP's), Frechet distance "
                f"{sub['fd']:.2f} ± {sub['fd_se']:.2f} vs {full['fd']:.2f} ± {full['fd_se']:.2f} (floor {full['fd_floor']:.2f}), "
                f"bits/dim {sub['bits_per_dim']:.3f} ± {sub['bpd_se']:.3f} vs {full['bits_per_dim']:.3f} ± {full['bpd_se']:.3f}.")
+  out += ["", "Reading: on the issue's (independent) target the orthogonal part is exactly the lift's Gaussian, so "
+          "D_perp is 0 up to float round-off and the subspace sampler is as exact as the full one at any t_s: its "
+          "exact KL equals the full sampler's within the standard error (at 10 NFE with t_s = 0.5 it is lower: the "
+          "orthogonal part is drawn exactly instead of integrated). On the correlated target the threshold matters: "
+          f"D_perp < {THRESHOLD:g} leaves a small excess KL, D_perp < {STRICT:g} none measurable, and switching earlier "
+          "costs up to 11 nats (sweep below). The energy ratios (SE about 0.25: 5 seeds, each against one true set) "
+          "only confirm that both PC samplers are at the floor; the exact KL is the sharper test. The digits "
+          "comparison is one training seed; its FD standard errors are over sampling seeds only, and the subspace "
+          "system trained one extra, small network on top of the shared U-Net."]
   return out
 
 
@@ -337,8 +346,8 @@ def plot(rows) -> None:
       if r["t_switch"] is not None:
         ax1.axvline(r["t_switch"], ls=":", color=ax1.lines[-1].get_color())
   ax1.axhline(THRESHOLD, color="k", lw=0.8, ls="--", label=f"threshold {THRESHOLD:g}")
-  ax1.set(xlabel="t", ylabel="orthogonal Fisher divergence D_perp(t)",
-          title="D_perp (independent target: exactly 0)")
+  ax1.set(xlabel="t", ylabel="orthogonal Fisher divergence D_perp(t)", ylim=(1e-7, None),
+          title="D_perp, clipped at 1e-7 (independent target: ~1e-12)")
   ax1.legend(fontsize=8)
   kl = [r for r in rows if r["section"] == "kl" and r["sde"] == "ve" and r["target"] == "correlated" and r["nfe"] == 20]
   sweep = sorted((r for r in kl if r["t_switch"] is not None), key=lambda r: r["t_switch"])
@@ -347,8 +356,7 @@ def plot(rows) -> None:
   for r in kl:
     if r["t_switch"] is None:
       ax2.axhspan(r["kl"] - r["se"], r["kl"] + r["se"], color="gray", alpha=0.4, label="full space, same NFE")
-  ax2.set(xlabel="switching time t_s", ylabel="exact KL (nats)", yscale="symlog", title="correlated target, VE, 20 NFE")
-  ax2.set_yscale("symlog", linthresh=0.01)
+  ax2.set(xlabel="switching time t_s", ylabel="exact KL (nats)", yscale="log", title="correlated target, VE, 20 NFE")
   ax2.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(PLOT, dpi=120)
