@@ -459,26 +459,27 @@ def orthogonal_fisher_divergence(key: Array, subspace: Subspace, sde: sde_lib.SD
   if not ts or min(ts) <= 0 or max(ts) > sde.T:
     raise ValueError(f"ts={ts!r} must be times in (0, {sde.T}].")
   m_perp = subspace.complement(jnp.broadcast_to(jnp.asarray(perp_mean, jnp.float32), (1,) + subspace.shape))[0]
-  d_perp = subspace.full_dim - subspace.dim
-
-  @jax.jit
-  def terms(k, t, score_fn):
-    key_x, key_z = jax.random.split(k)
-    x0 = sample_fn(key_x, n)
-    tt = jnp.full((n,), t)
-    alpha, sigma = sde.marginal_coeffs(tt)
-    x = bcast(alpha, x0) * x0 + bcast(sigma, x0) * jax.random.normal(key_z, x0.shape)
-    v = alpha**2 * perp_var + sigma**2
-    r = subspace.complement(score_fn(x, tt) + (x - bcast(alpha, x) * m_perp[None]) / bcast(v, x))
-    return v * jnp.sum(jnp.reshape(r, (n, -1)) ** 2, axis=-1) / d_perp
-
-  fn = as_pytree_fn(score_fn)
-  vals = [np.asarray(terms(jax.random.fold_in(key, i), jnp.float32(t), fn), np.float64) for i, t in enumerate(ts)]
+  fn, v_perp = as_pytree_fn(score_fn), jnp.float32(perp_var)
+  vals = [np.asarray(_fisher_terms(jax.random.fold_in(key, i), jnp.float32(t), fn, m_perp, v_perp, subspace=subspace,
+                                   sde=sde, sample_fn=sample_fn, n=int(n)), np.float64) for i, t in enumerate(ts)]
   out = {"t": ts, "divergence": [float(v.mean()) for v in vals],
          "se": [float(v.std(ddof=1) / np.sqrt(n)) for v in vals], "n": int(n)}
   if threshold is not None:
     out["t_switch"] = switch_time(ts, out["divergence"], threshold)
   return out
+
+
+@functools.partial(jax.jit, static_argnames=("subspace", "sde", "sample_fn", "n"))
+def _fisher_terms(key, t, score_fn, m_perp, v_perp, *, subspace, sde, sample_fn, n):
+  """The n per-point terms of D_perp(t) (`orthogonal_fisher_divergence`); compiled once per target."""
+  key_x, key_z = jax.random.split(key)
+  x0 = sample_fn(key_x, n)
+  tt = jnp.full((n,), t)
+  alpha, sigma = sde.marginal_coeffs(tt)
+  x = bcast(alpha, x0) * x0 + bcast(sigma, x0) * jax.random.normal(key_z, x0.shape)
+  v = alpha**2 * v_perp + sigma**2
+  r = subspace.complement(score_fn(x, tt) + (x - bcast(alpha, x) * m_perp[None]) / bcast(v, x))
+  return v * jnp.sum(jnp.reshape(r, (n, -1)) ** 2, axis=-1) / (subspace.full_dim - subspace.dim)
 
 
 def switch_time(ts, divergence, threshold: float) -> float | None:

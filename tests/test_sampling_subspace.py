@@ -28,8 +28,8 @@ def _orthonormal_error(sub):
 def test_avgpool_basis_is_orthonormal_pools_and_round_trips():
   sub = S.avgpool_subspace(8, 8, 1)
   assert (sub.full_dim, sub.dim) == (64, 16) and _orthonormal_error(sub) < 1e-6
-  x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
-  pooled = np.asarray(x).reshape(3, 4, 2, 4, 2).mean(axis=(2, 4)).reshape(3, 16)
+  x = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype(np.float32)
+  pooled = x.reshape(3, 4, 2, 4, 2).mean(axis=(2, 4)).reshape(3, 16)
   np.testing.assert_allclose(sub.project(x), 2.0 * pooled, atol=1e-5)  # U^T x = 2 x avgpool(x)
   y = sub.project(x)
   np.testing.assert_allclose(sub.project(sub.lift(y)), y, atol=1e-5)  # U^T U = I
@@ -42,12 +42,13 @@ def test_avgpool_basis_is_orthonormal_pools_and_round_trips():
 def test_zero_com_basis_is_orthonormal_and_centred():
   sub = S.zero_com_subspace(4, 3)
   assert (sub.full_dim, sub.dim) == (12, 9) and _orthonormal_error(sub) < 1e-6
-  y = jax.random.normal(jax.random.key(1), (5, 9))
+  rng = np.random.default_rng(1)
+  y = rng.normal(size=(5, 9)).astype(np.float32)
   x = np.asarray(sub.lift(y)).reshape(5, 4, 3)
   np.testing.assert_allclose(x.sum(axis=1), 0.0, atol=1e-5)  # zero centre of mass
   np.testing.assert_allclose(sub.project(sub.lift(y)), y, atol=1e-5)
-  z = jax.random.normal(jax.random.key(2), (5, 12))
-  com = np.asarray(z).reshape(5, 4, 3).mean(axis=1, keepdims=True)
+  z = rng.normal(size=(5, 12)).astype(np.float32)
+  com = z.reshape(5, 4, 3).mean(axis=1, keepdims=True)
   np.testing.assert_allclose(np.asarray(sub.complement(z)).reshape(5, 4, 3), np.broadcast_to(com, (5, 4, 3)),
                              atol=1e-5)  # the complement is the translation
 
@@ -75,29 +76,33 @@ def test_bad_bases_and_fields_raise():
 def test_planar_target_scores_split_exactly():
   """Independent orthogonal part: grad log p_t(U y + n w) = U s_sub(y) - n w / (alpha^2 s^2 + sigma^2)."""
   U, n = np.asarray(PLANAR.basis), PLANAR.normal
-  y = jax.random.normal(jax.random.key(3), (64, 2)) * 2
-  w = jax.random.normal(jax.random.key(4), (64, 1)) * 0.5
-  x = y @ U.T + w * n
-  t = jnp.full((64,), 0.3)
-  alpha, sigma = VE.marginal_coeffs(t)
-  expect = PLANAR.subspace_score_fn(VE)(y, t) @ U.T - w * n / (alpha[:, None]**2 * 0.05**2 + sigma[:, None]**2)
-  np.testing.assert_allclose(PLANAR.score_fn(VE)(x, t), expect, rtol=1e-4, atol=1e-4)
+  rng = np.random.default_rng(3)
+  y, w = rng.normal(size=(64, 2)) * 2, rng.normal(size=(64, 1)) * 0.5
+  x, t = (y @ U.T + w * n).astype(np.float32), np.full((64,), 0.3, np.float32)
   score = S.subspace_score_fn(PLANAR.score_fn(VE), PLANAR.subspace_score_fn(VE), 2)  # dispatches on the shape
-  np.testing.assert_allclose(score(x, t), expect, rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(jax.jit(lambda s, y, t: s(y, t))(score, y, t), PLANAR.subspace_score_fn(VE)(y, t),
-                             rtol=1e-5, atol=1e-5)
+
+  @jax.jit
+  def scores(score, x, y, t):
+    alpha, sigma = VE.marginal_coeffs(t)
+    expect = PLANAR.subspace_score_fn(VE)(y, t) @ U.T - w * n / (alpha[:, None]**2 * 0.05**2 + sigma[:, None]**2)
+    return PLANAR.score_fn(VE)(x, t), expect, score(x, t), score(y, t), PLANAR.subspace_score_fn(VE)(y, t)
+
+  full, expect, joint_x, joint_y, plane = scores(score, x, y.astype(np.float32), t)
+  np.testing.assert_allclose(full, expect, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(joint_x, full, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(joint_y, plane, rtol=1e-6, atol=1e-6)
 
 
 def test_orthogonal_fisher_divergence_closed_form():
   """Zero for the independent Gaussian orthogonal part with its true variance; with v_perp = 0
   assumed instead of s^2 = 0.05^2, D = (v_t - v*_t)^2 / (v_t v*_t), v*_t = alpha^2 s^2 + sigma^2,
   v_t = sigma^2 (Monte Carlo tolerance: 5 standard errors)."""
-  sub, ts = S.matrix_subspace(PLANAR.basis), [0.1, 0.2, 0.5]
-  exact = S.orthogonal_fisher_divergence(jax.random.key(5), sub, VE, PLANAR.score_fn(VE), PLANAR.sample, ts,
-                                         perp_var=0.05**2, n=4096)
+  sub, ts, oracle = S.matrix_subspace(PLANAR.basis), [0.1, 0.2, 0.5], PLANAR.score_fn(VE)
+  exact = S.orthogonal_fisher_divergence(jax.random.key(5), sub, VE, oracle, PLANAR.sample, ts, perp_var=0.05**2,
+                                         n=4096)
   np.testing.assert_allclose(exact["divergence"], 0.0, atol=1e-6)
-  wrong = S.orthogonal_fisher_divergence(jax.random.key(5), sub, VE, PLANAR.score_fn(VE), PLANAR.sample, ts,
-                                         perp_var=0.0, n=4096, threshold=1.0)
+  wrong = S.orthogonal_fisher_divergence(jax.random.key(5), sub, VE, oracle, PLANAR.sample, ts, perp_var=0.0,
+                                         n=4096, threshold=1.0)
   _, sigma = VE.marginal_coeffs(jnp.asarray(ts))
   v, v_true = np.asarray(sigma, np.float64)**2, np.asarray(sigma, np.float64)**2 + 0.05**2
   closed = (v - v_true) ** 2 / (v * v_true)
@@ -125,47 +130,44 @@ def test_subspace_dpm_solver_matches_full_solver_in_the_subspace():
   x_sub, nfe = subs(None, score, x_T=x_T)
   assert int(nfe) == 10 and sum(subs.nfe_split.values()) == 10 and subs.nfe_split["subspace"] >= 1
   np.testing.assert_allclose(sub.project(x_sub), sub.project(x_full), atol=2e-4)
-  # A full score alone gives the projected subspace score, the same map here.
-  np.testing.assert_allclose(subs(None, PLANAR.score_fn(VE), x_T=x_T)[0], x_sub, atol=2e-4)
 
 
 @pytest.mark.slow
 def test_subspace_sampler_exact_kl_matches_full_sampler():
   """Exact KL (metrics.sampler_kl, the sampler a bijection of the 3-D latent) at 20 NFE, exact
-  scores: the independent target at any t_s within 3 standard errors of the full DPM-Solver++ 2M;
-  the correlated target (orthogonal mean +-0.4 per component) close to it at t_s = 0.7, where the
-  orthogonal Fisher divergence is below 1e-3, and far off at t_s = 0.2 (D_perp ~ 20)."""
-  sub, n = S.matrix_subspace(PLANAR.basis), 512
+  scores, 256 latents: within 3 standard errors (+ 0.01 nats) of the full DPM-Solver++ 2M on the
+  independent target (t_s = 0.3) and on the correlated one (orthogonal mean +-0.4 per component) at
+  t_s = 0.7, where the orthogonal Fisher divergence is below 1e-3 (benchmarks/subspace.py: switching
+  at 0.2 instead costs about 7.6 nats)."""
+  sub, n = S.matrix_subspace(PLANAR.basis), 256
   full = sampling.get_sampler(VE, (n, 3), method="dpm_solver_2m", n_steps=20, schedule="log_snr")
-  for target, t_s, bound in ((PLANAR, 0.3, None), (CORRELATED, 0.7, None), (CORRELATED, 0.2, 1.0)):
+  for target, t_s in ((PLANAR, 0.3), (CORRELATED, 0.7)):
     m, v = S.orthogonal_moments(sub, target.mean(), target.cov())
     subs = sampling.get_sampler(VE, (n, 3), method="subspace_dpm_solver", subspace=sub, t_switch=t_s,
                                 perp_mean=m, perp_var=v, n_steps=20, schedule="log_snr")
     score = S.subspace_score_fn(target.score_fn(VE), target.subspace_score_fn(VE), 2)
     kl_sub = metrics.sampler_kl(jax.random.key(7), subs, score, target.log_prob, VE)
     kl_full = metrics.sampler_kl(jax.random.key(7), full, target.score_fn(VE), target.log_prob, VE)
-    if bound is None:
-      se = np.hypot(kl_sub["se"], kl_full["se"])
-      assert abs(kl_sub["kl"] - kl_full["kl"]) < 3 * se + 0.01, (t_s, kl_sub, kl_full)
-    else:
-      assert kl_sub["kl"] > bound, (t_s, kl_sub)
+    se = np.hypot(kl_sub["se"], kl_full["se"])
+    assert abs(kl_sub["kl"] - kl_full["kl"]) < 3 * se + 0.01, (t_s, kl_sub, kl_full)
 
 
 @pytest.mark.slow
 def test_subspace_pc_sampler_energy_distance_at_floor():
-  """Subspace PC (reverse diffusion + ALD, N = 200) and subspace probability-flow ODE (adaptive tsit5)
-  with exact scores on the planar target: energy distance to 2,000 true points within 3x the floor
-  between two true sets (same size)."""
-  sub, n = S.matrix_subspace(PLANAR.basis), 2000
+  """Subspace PC (reverse diffusion + ALD, N = 100) and subspace probability-flow ODE (adaptive tsit5,
+  given only the full score, so its subspace score is the projection U^T s(U y + alpha m_perp)) with
+  exact scores on the planar target: energy distance to 1,000 true points within 3x the floor between
+  two true sets (same size)."""
+  sub, n, ve = S.matrix_subspace(PLANAR.basis), 1000, sde_lib.VESDE(sigma_min=0.01, sigma_max=100.0, N=100)
   m, v = S.orthogonal_moments(sub, PLANAR.mean(), PLANAR.cov())
-  subs = sampling.get_sampler(VE, (n, 3), method="subspace_pc", subspace=sub, t_switch=0.4, perp_mean=m,
+  subs = sampling.get_sampler(ve, (n, 3), method="subspace_pc", subspace=sub, t_switch=0.4, perp_mean=m,
                               perp_var=v, corrector="ald")
-  score = S.subspace_score_fn(PLANAR.score_fn(VE), PLANAR.subspace_score_fn(VE), 2)
+  score = S.subspace_score_fn(PLANAR.score_fn(ve), PLANAR.subspace_score_fn(ve), 2)
   x, nfe = subs(jax.random.key(8), score)
-  assert int(nfe) == 401 and subs.nfe_split == {"subspace": 2 * 120, "full": 2 * 80 + 1}
-  ode = sampling.get_sampler(VE, (n, 3), method="subspace_ode", subspace=sub, t_switch=0.4, perp_mean=m,
+  assert int(nfe) == 201 and subs.nfe_split == {"subspace": 2 * 60, "full": 2 * 40 + 1}
+  ode = sampling.get_sampler(ve, (n, 3), method="subspace_ode", subspace=sub, t_switch=0.4, perp_mean=m,
                              perp_var=v, rtol=1e-4, atol=1e-4)
-  x_ode, nfe_ode = ode(jax.random.key(8), score)
+  x_ode, nfe_ode = ode(jax.random.key(8), PLANAR.score_fn(ve))  # a full score alone: its projection in the plane
   assert ode.nfe_split is None and int(nfe_ode) > 0
   ref, ref2 = (PLANAR.sample(jax.random.key(k), n) for k in (9, 10))
   floor = float(metrics.energy_distance(ref, ref2))
