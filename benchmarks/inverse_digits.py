@@ -21,19 +21,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FIGURES = ("inverse_sr", "inverse_inpaint", "sdedit_coarse", "sdedit_noisy", "sdedit_tradeoff")
 
 
-def lines(workdir):
+def lines(workdir, sdedit_workdir=None):
   s = json.load(open(os.path.join(workdir, "eval", "summary.json")))
-  base = dict(step=s["step"], fd_floor=s["frechet"]["fd_floor"], model_fd=s["frechet"]["fd"])
+  base = dict(step=s["step"])
   for task, rows in s["inverse"].items():
     for method, r in rows.items():
       print(json.dumps(dict(kind="inverse", task=task, method=method, **r, **base)))
+  if sdedit_workdir:
+    s = json.load(open(os.path.join(sdedit_workdir, "eval", "summary.json")))
+  print(json.dumps(dict(kind="samples", fd=s["frechet"]["fd"], fd_floor=s["frechet"]["fd_floor"], n=s["frechet"]["n"],
+                        **base)))
   for guide, modes in s["sdedit"].items():
     print(json.dumps(dict(kind="sdedit_guide", guide=guide, **modes["guide"], **base)))
     for mode in ("sde", "ode"):
       for r in modes[mode]:
         print(json.dumps(dict(kind="sdedit", guide=guide, solver=mode, **r, **base)))
   for name in FIGURES:
-    src = os.path.join(workdir, "plots", name + ".png")
+    src = os.path.join(sdedit_workdir if sdedit_workdir and "sdedit" in name else workdir, "plots", name + ".png")
     if os.path.exists(src):
       shutil.copy(src, os.path.join(HERE, f"inverse_digits_{name.replace('inverse_', '')}.png"))
 
@@ -47,6 +51,9 @@ def table(path):
     nfe = r.get("nfe", "")
     print(f"| {r['task']} | {r['method']} | {nfe} | {r['class_agreement']:.3f} | {r['frechet']:.2f} | "
           f"{r['rmse_truth']:.3f} | {r['residual_rmse']:.2g} |")
+  for r in rows:
+    if r["kind"] == "samples":
+      print(f"\nUnconditional samples of the same model: FD {r['fd']:.2f} (n = {r['n']}; floor {r['fd_floor']:.2f}).")
   print()
   print("| guide | solver | t0 | Frechet distance | RMSE to the guide | RMSE to the source | class agreement |")
   print("|---|---|---|---|---|---|---|")
@@ -61,12 +68,13 @@ def table(path):
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--workdir", default=None)
+  p.add_argument("--sdedit-workdir", default=None, help="take SDEdit and the samples' FD from this run instead")
   p.add_argument("--table", default=None)
   args = p.parse_args()
   if args.table:
     table(args.table)
   else:
-    lines(args.workdir)
+    lines(args.workdir, args.sdedit_workdir)
 
 
 if __name__ == "__main__":

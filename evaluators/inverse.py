@@ -21,6 +21,7 @@ from sampling import operators as O
 
 INVERSE_METHODS = ("replacement", "guidance", "dps", "ddrm")
 GRID_IMAGES, GRID_DRAWS = 10, 2  # grid columns (test images) and samples per method and image
+LABELS = {"replacement": "repl", "guidance": "guid", "dps": "dps", "ddrm": "ddrm"}
 
 
 def tasks(shape) -> dict:
@@ -38,8 +39,8 @@ def observation_image(op: O.LinearOperator, y) -> np.ndarray:
 
 def _method(ctx: Context, name: str, op, n: int, n_steps: int):
   """fn(key, y) -> (x, nfe) for one method with the model's score; published settings:
-  replacement and guidance on PC reverse diffusion without corrector (n_steps), DPS zeta' = 1 on
-  2 n_steps steps, DDRM 20 steps with eta = 0.85."""
+  replacement and guidance on PC reverse diffusion without
+  corrector (n_steps), DPS zeta' = 1 on 2 n_steps steps, DDRM 20 steps with eta = 0.85."""
   shape, score = (n,) + tuple(ctx.shape), ctx.score_fn()
   sde = dataclasses.replace(ctx.sde, N=n_steps)
   if name == "replacement":
@@ -85,7 +86,7 @@ def inverse_digits(ctx: Context, *, inverse_n: int, inverse_methods: list, inver
   for task, op in tasks(tuple(ctx.shape)).items():
     y = op.A(jnp.asarray(x_true))
     n_img = min(GRID_IMAGES, inverse_n)
-    rows = {"observation": observation_image(op, y[:n_img])}
+    rows = {"input": observation_image(op, y[:n_img])}
     out = {"observation": _scores(ctx, clf, key_fd, observation_image(op, y), x_true, labels, op, y),
            "truth": _scores(ctx, clf, key_fd, x_true, x_true, labels, op, y)}
     # One batch: the inverse_n images, then the first n_img again (GRID_DRAWS - 1) times for the grid.
@@ -97,7 +98,7 @@ def inverse_digits(ctx: Context, *, inverse_n: int, inverse_methods: list, inver
         out[name] = _scores(ctx, clf, key_fd, x[:inverse_n], x_true, labels, op, y) | {"nfe": int(nfe)}
         for d in range(GRID_DRAWS):
           start = 0 if d == 0 else inverse_n + (d - 1) * n_img
-          rows[f"{name} {d + 1}"] = x[start:start + n_img]
+          rows[f"{LABELS[name]} {d + 1}"] = x[start:start + n_img]
       arrays[f"inverse_{task}_{name}"] = x[:inverse_n]
     rows["truth"] = x_true[:n_img]
     summary[task] = out

@@ -60,7 +60,7 @@ def sdedit_digits(ctx: Context, *, sdedit_n: int, sdedit_t0: list, sdedit_n_step
         summary[gname].setdefault(mode, []).append(row)
         curves.setdefault(f"{gname}, {mode}", []).append(row)
         if mode == "sde":
-          rows[f"t0 = {t0:g}"] = x[:GRID_IMAGES]
+          rows[f"t0={t0:g}"] = x[:GRID_IMAGES]
           arrays[f"sdedit_{gname}_t{t0:g}"] = x
     rows["source"] = x_src[:GRID_IMAGES]
     if ctx.plots_dir:
