@@ -259,7 +259,7 @@ def write(records: list, args) -> str:
       SECTION, "",
       "    nice -n 10 python benchmarks/symmetry.py --seeds 0 1 2 --only sym_particles sym_particles_com >> benchmarks/symmetry.jsonl",
       "    nice -n 10 python benchmarks/symmetry.py --seeds 0 1 2 --only sym_particles_e2 --samples 4000 >> benchmarks/symmetry.jsonl",
-      "    nice -n 10 python benchmarks/symmetry.py --seeds 0 1 2 3 4 5 6 7 8 9 --only sym_ring --samples 4000 >> benchmarks/symmetry.jsonl",
+      "    nice -n 10 python benchmarks/symmetry.py --seeds $(seq 0 19) --only sym_ring --samples 4000 >> benchmarks/symmetry.jsonl",
       "    python benchmarks/symmetry.py --from-jsonl benchmarks/symmetry.jsonl --write", "",
       f"Every network trained {steps} steps (batch {records[-1]['batch']}) on its config of `configs/sym_*.py`, "
       "VE SDE, EMA parameters; the networks of one target have the same parameter budget "
