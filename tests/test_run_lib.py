@@ -142,7 +142,12 @@ def test_phase_logs_start_heartbeat_and_end(caplog):
       time.sleep(0.3)  # only the inner phase beats
     with pytest.raises(KeyError), workdir.phase("metrics", every_s=10.0):
       raise KeyError("x")
-  assert not any("'samples': " in r.getMessage() and "so far" in r.getMessage() for r in caplog.records)
+  msgs = [r.getMessage() for r in caplog.records]
+  # While the inner phase is open (from its first heartbeat to its end line) the outer one is silent;
+  # before the inner registers and after it ends the outer may beat, so a loaded machine cannot fail this.
+  first = next(i for i, m in enumerate(msgs) if m.startswith("sampling 10 points:") and "so far" in m)
+  end = next(i for i, m in enumerate(msgs) if m.startswith("sampling 10 points: done"))
+  assert not any("'samples': " in m and "so far" in m for m in msgs[first:end])
   lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("sampling 10 points", "metrics"))]
   assert lines[0] == "sampling 10 points ..." and re.fullmatch(r"sampling 10 points: done in \d+\.\d s", lines[-3])
   assert any(re.fullmatch(r"sampling 10 points: \d+ s so far", m) for m in lines[1:-3])
