@@ -155,16 +155,33 @@ def posterior_var(alpha: Array, sigma: Array, data_var) -> Array:
   return data_var * sigma**2 / (alpha**2 * data_var + sigma**2)
 
 
+JACOBIANS = ("model", "gaussian")
+
+
 def guided_terms(sde: sde_lib.SDE, score_fn: ScoreFn, op: LinearOperator, y: Array, sigma_y, data_var,
-                 x: Array, t: Array) -> tuple[Array, Array, Array]:
-  """(s(x, t), grad_x log p~_t(y | x), log p~_t(y | x) [B]), one NFE and one vector-Jacobian product,
-  for the Gaussian approximation (Chung et al. 2023; Song et al. 2023, PiGDM)
+                 x: Array, t: Array, jacobian: str = "model") -> tuple[Array, Array, Array]:
+  """(s(x, t), grad_x log p~_t(y | x), log p~_t(y | x) [B]) for the Gaussian approximation
+  (Chung et al. 2023; Song et al. 2023, PiGDM)
 
       p~_t(y | x_t) = N(y; A x0_hat(x_t), r_t^2 A A^T + sigma_y^2 I),  x0_hat = (x_t + sigma_t^2 s) / alpha_t,
 
-  log p~ up to a term constant in x (`LinearOperator.log_likelihood`)."""
+  log p~ up to a term constant in x (`LinearOperator.log_likelihood`). One NFE, and the gradient
+  goes through d x0_hat / d x_t:
+    "model":    the score model's own Jacobian, one vector-Jacobian product;
+    "gaussian": the Jacobian of N(mu, v I) data, alpha_t r_t^2 / sigma_t^2 I (second-order Tweedie,
+                Cov[x0 | x_t] = sigma_t^2 / alpha_t d x0_hat / d x_t), no backward pass through the
+                model. It tends to alpha_t / sigma_t^2 ~ 0 at high noise, where the model's Jacobian
+                multiplies the network's error by sigma_t^2 / alpha_t (150 at T for the VP SDE), and to
+                1 / alpha_t at low noise, as the model's does for any smooth density.
+  Both are exact for N(mu, v I) data with its exact score."""
   alpha, sigma = sde.marginal_coeffs(t)
   r2 = posterior_var(alpha, sigma, data_var)
+  if jacobian == "gaussian":
+    s = score_fn(x, t)
+    x0 = (x + bcast(sigma**2, x) * s) / bcast(alpha, x)
+    lik = lambda x0_: (lambda ll: (jnp.sum(ll), ll))(op.log_likelihood(y, x0_, r2, sigma_y))
+    g0, ll = jax.grad(lik, has_aux=True)(x0)
+    return s, bcast(alpha * r2 / sigma**2, x) * g0, ll
 
   def log_lik(x_):
     s = score_fn(x_, t)
@@ -181,14 +198,16 @@ class _OperatorGuided:
   """The guided score of `linear_guidance` (value-compared, as `_ReconstructionGuided`)."""
   sde: sde_lib.SDE
   op: LinearOperator
+  jacobian: str = "model"
 
   def __call__(self, score_fn, y, sigma_y, scale, data_var, x, t):
-    s, grad, _ = guided_terms(self.sde, score_fn, self.op, y, sigma_y, data_var, x, t)
+    s, grad, _ = guided_terms(self.sde, score_fn, self.op, y, sigma_y, data_var, x, t, self.jacobian)
     return s + scale * grad
 
 
 def linear_guidance(sde: sde_lib.SDE, score_fn: ScoreFn, operator: LinearOperator, y: Array, *,
-                    sigma_y: float = 0.0, scale: float = 1.0, data_var: float = 1.0) -> ScoreFn:
+                    sigma_y: float = 0.0, scale: float = 1.0, data_var: float = 1.0,
+                    jacobian: str = "model") -> ScoreFn:
   """Reconstruction guidance for y = A x + sigma_y n with any operator:
 
       s(x_t | y) ~ s(x_t) + scale grad_{x_t} log N(y; A x0_hat(x_t), r_t^2 A A^T + sigma_y^2 I)
@@ -205,19 +224,21 @@ def linear_guidance(sde: sde_lib.SDE, score_fn: ScoreFn, operator: LinearOperato
     sigma_y: the observation noise standard deviation (>= 0).
     scale: guidance weight.
     data_var: v, the per-coordinate data variance assumed in r_t^2.
+    jacobian: d x0_hat / d x_t from the "model" (autodiff) or for "gaussian" data (`guided_terms`).
 
   Returns:
     score_fn(x, t), a pytree-callable for any sampler.
 
   Raises:
-    ValueError: a bad operator, y shape, sigma_y < 0 or data_var <= 0.
+    ValueError: a bad operator, y shape, sigma_y < 0, data_var <= 0 or jacobian.
   """
   if not isinstance(operator, LinearOperator):
     raise ValueError(f"operator={operator!r} must be a sampling.operators.LinearOperator.")
   operator.check_y(y, int(np.shape(y)[0]) if np.ndim(y) else -1)
   utils.check_real("sigma_y", sigma_y, low=0.0)
   utils.check_real("data_var", data_var, low=0.0, low_open=True)
-  return jax.tree_util.Partial(_OperatorGuided(sde, operator), as_pytree_fn(score_fn), jnp.asarray(y),
+  utils.check_choice("jacobian", jacobian, JACOBIANS)
+  return jax.tree_util.Partial(_OperatorGuided(sde, operator, jacobian), as_pytree_fn(score_fn), jnp.asarray(y),
                                jnp.asarray(sigma_y, jnp.float32), jnp.asarray(scale, jnp.float32),
                                jnp.asarray(data_var, jnp.float32))
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import sde_lib
 import utils
 from sampling.base import as_pytree_fn, check_common, tweedie_denoise
-from sampling.inverse import guided_terms
+from sampling.inverse import JACOBIANS, guided_terms
 from sampling.operators import LinearOperator
 from utils import bcast, fold, per_sample_keys
 
@@ -59,13 +59,14 @@ class _Model(NamedTuple):
   y: Array  # [B K, *out_shape] (repeated per particle)
   sigma_y: float
   data_var: Array  # v of r_t^2, one per particle [B K]
+  jacobian: str = "model"  # d x0_hat / d x_t of the twist's gradient (`inverse.guided_terms`)
 
   def terms(self, x: Array, t: float):
     """Score, twisting gradient and log twist at x [B, K, ...], all particles in one batch."""
     B, K = x.shape[:2]
     flat = x.reshape((B * K,) + x.shape[2:])
     s, g, ll = guided_terms(self.sde, self.score_fn, self.op, self.y, self.sigma_y, self.data_var, flat,
-                            jnp.full((B * K,), t))
+                            jnp.full((B * K,), t), self.jacobian)
     return s.reshape(x.shape), g.reshape(x.shape), ll.reshape(B, K)
 
 
@@ -130,7 +131,7 @@ def _smc(m: _Model, key: Array, shape, K: int, ts: Array, threshold: float):
 
 def get_smc_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], operator: LinearOperator, *, sigma_y: float,
                     n_particles: int = 16, data_var: float | None = None, resample_threshold: float = 0.5,
-                    eps: float = 1e-3) -> Callable:
+                    eps: float = 1e-3, jacobian: str = "model") -> Callable:
   """The twisted diffusion sampler (Wu et al. 2023): K = n_particles particles per output sample.
 
   Twisting function p~_t(y | x_t) = N(y; A x0_hat(x_t), r_t^2 A A^T + sigma_y^2 I)
@@ -157,6 +158,9 @@ def get_smc_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], operator: LinearOp
     data_var: v of r_t^2 in the twisting function; None: estimated from the score model.
     resample_threshold: resample where ESS < resample_threshold K; in [0, 1].
     eps: end time.
+    jacobian: "model" (the twist's gradient through the score model, a vector-Jacobian product per
+      particle and step) or "gaussian" (through the Jacobian of N(mu, v I) data, no backward pass;
+      the weights stay those of the twist, so only the proposal changes; `inverse.guided_terms`).
 
   Returns:
     sampler(key, score_fn, y) -> (x [B, ...], nfe); y [B, *operator.out_shape].
@@ -173,11 +177,12 @@ def get_smc_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], operator: LinearOp
   if data_var is not None:
     data_var = utils.check_real("data_var", data_var, low=0.0, low_open=True)
   threshold = utils.check_real("resample_threshold", resample_threshold, low=0.0, high=1.0)
+  utils.check_choice("jacobian", jacobian, JACOBIANS)
   ts = jnp.linspace(sde.T, eps, sde.N + 1)
 
   @jax.jit
   def run(key, score_fn, y):
-    m = _Model(sde, score_fn, operator, jnp.repeat(y, K, axis=0), sigma_y, data_var)
+    m = _Model(sde, score_fn, operator, jnp.repeat(y, K, axis=0), sigma_y, data_var, jacobian)
     return _smc(m, key, shape, K, ts, threshold), K * (sde.N + 1 + (data_var is None))
 
   def sampler(key, score_fn, y):

@@ -220,6 +220,36 @@ def test_smc_data_variance_from_the_model_is_the_data_variance():
   np.testing.assert_allclose(v, np.trace(MIX.cov()) / 2, rtol=0.05)
 
 
+@pytest.mark.parametrize("sde", [sde_lib.VPSDE(), sde_lib.VESDE()], ids=["vp", "ve"])
+def test_gaussian_jacobian_guidance_equals_autodiff_for_isotropic_gaussian_data(sde):
+  """For N(mu, v I) data with its exact score, d x0_hat / d x_t = alpha_t r_t^2 / sigma_t^2 I, so
+  guided_terms(jacobian="gaussian") equals the autodiff gradient (and the same log-likelihood) at
+  every t, for a pooling and a dense operator (float32: 1e-4 relative). On the 2-D mixture they
+  differ (it is an approximation there), and a bad jacobian is a ValueError naming the field."""
+  from sampling.inverse import guided_terms
+
+  v, shape = 0.7, (4, 4, 1)
+  target = datasets.GaussianMixture([[0.3] * 16], [(v * np.eye(16)).tolist()], [1.0])
+  flat = target.score_fn(sde)
+  score = lambda x, t: flat(x.reshape(x.shape[0], -1), t).reshape(x.shape)
+  x = 2.0 * jax.random.normal(jax.random.key(0), (3,) + shape)
+  t = jnp.array([0.05, 0.5, 0.95])
+  for op in (O.AvgPool(2, shape), O.Dense(np.random.default_rng(0).normal(size=(3, 16)), shape)):
+    y = op.A(jax.random.normal(jax.random.key(1), (3,) + shape))
+    (s1, g1, l1), (s2, g2, l2) = (guided_terms(sde, score, op, y, 0.1, v, x, t, jacobian=j)
+                                  for j in ("model", "gaussian"))
+    np.testing.assert_allclose(g2, g1, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(g1))))
+    np.testing.assert_allclose(l2, l1, rtol=1e-5)
+  op, xm = O.Dense([[0.6, 0.8]], (2,)), jnp.array([[0.5, -1.0], [1.0, 1.0]])
+  gm, gg = (guided_terms(sde, MIX.score_fn(sde), op, jnp.ones((2, 1)), 0.1, 1.0, xm, jnp.full((2,), 0.3), j)[1]
+            for j in ("model", "gaussian"))
+  assert float(jnp.max(jnp.abs(gm - gg))) > 1e-3
+  with pytest.raises(ValueError, match="jacobian='exact'"):
+    linear_guidance(sde, MIX.score_fn(sde), op, jnp.ones((2, 1)), jacobian="exact")
+  with pytest.raises(ValueError, match="jacobian"):
+    get_smc_sampler(sde, (2, 2), op, sigma_y=0.1, jacobian="exact")
+
+
 @pytest.mark.slow
 def test_smc_rows_do_not_depend_on_the_batch_size():
   sde = sde_lib.VPSDE(beta_max=5.0, N=5)  # beta_max / N <= 1: the PC chain is defined
@@ -285,7 +315,8 @@ def test_guidance_is_exact_for_an_isotropic_gaussian_prior_with_image_operators(
 @pytest.mark.slow
 def test_inverse_digits_config_trains_then_solves_and_plots(tmp_path):
   """configs/inverse_digits.py with a tiny one-level U-Net, 2 steps: super-resolution and
-  inpainting with replacement and DDRM (guidance and DPS take the same path), then SDEdit; replacement and DDRM (sigma_y = 0) reproduce the
+  inpainting with replacement, DDRM, guidance and SMC (2 particles; DPS takes the same path), then
+  SDEdit; guidance and SMC stay finite, replacement and DDRM (sigma_y = 0) reproduce the
   observation exactly, A^+ y is consistent with y, and the figures are written."""
   import json
   import os
@@ -298,7 +329,7 @@ def test_inverse_digits_config_trains_then_solves_and_plots(tmp_path):
   config.model.update(dict(ch=8, num_groups=4, ch_mult=(1,), attn_resolutions=()))
   config.sampling.n_steps = 4
   config.eval.update(dict(n_samples=16, n_grid=16, inverse_n=8, inverse_n_steps=20, sdedit_n=8,
-                          inverse_methods=["replacement", "ddrm"],
+                          inverse_methods=["replacement", "ddrm", "guidance", "smc"], inverse_smc_particles=2,
                           sdedit_t0=[0.3, 1.0], sdedit_n_steps=3))
   config.eval.classifier.n_steps = 20
   workdir = str(tmp_path / "w")
@@ -306,10 +337,12 @@ def test_inverse_digits_config_trains_then_solves_and_plots(tmp_path):
   summary = json.load(open(os.path.join(workdir, "eval", "summary.json")))
   inv = summary["inverse"]
   for task in ("sr", "inpaint"):
-    assert set(inv[task]) == {"observation", "truth", "replacement", "ddrm"}
+    assert set(inv[task]) == {"observation", "truth", "replacement", "ddrm", "guidance", "smc"}
     for name in ("observation", "truth", "replacement", "ddrm"):
       assert inv[task][name]["residual_rmse"] < 1e-4, (task, name, inv[task][name])
     assert inv[task]["replacement"]["nfe"] == 21 and inv[task]["ddrm"]["nfe"] == 20
+    assert inv[task]["smc"]["nfe"] == 2 * 22  # K (N + 1) and the data-variance estimate
+    assert inv[task]["guidance"]["n_nonfinite"] == 0 and inv[task]["smc"]["n_nonfinite"] == 0
   sd = summary["sdedit"]
   assert [r["t0"] for r in sd["coarse"]["ode"]] == [0.3, 1.0] and sd["noisy"]["sde"][0]["nfe"] == 4
   for name in ("inverse_sr", "inverse_inpaint", "sdedit_coarse", "sdedit_noisy", "sdedit_tradeoff"):
