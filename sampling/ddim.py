@@ -7,8 +7,8 @@ import jax.numpy as jnp
 
 import sde_lib
 import utils
-from sampling.base import ScoreFn, Sampler, start, tweedie_denoise
-from sampling.schedules import fast_settings, get_time_schedule
+from sampling.base import ScoreFn, Sampler, start
+from sampling.schedules import denoise_to_zero, fast_settings, get_time_schedule
 from utils import bcast, fold, normal
 
 Array = jax.Array
@@ -24,7 +24,7 @@ def _data_and_noise(sde: sde_lib.SDE, score_fn: ScoreFn, x: Array, t: Array) -> 
 def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int = 50,
                      schedule: str = "uniform_t", eps: float = 1e-3, eta: float = 0.0,
                      denoise: bool = False, sigma_end: float | None = None,
-                     timesteps: tuple[float, ...] | None = None) -> Sampler:
+                     timesteps: tuple[float, ...] | None = None, denoise_step: str = "tweedie") -> Sampler:
   """DDIM (Song, Meng & Ermon 2021, Eq. 12) for any linear SDE; NFE = n_steps.
 
   A step from t to s < t, with (x0_hat, eps_hat) from Tweedie at (x_t, t):
@@ -44,6 +44,7 @@ def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int =
     timesteps: with schedule="custom", the interior grid points in log-SNR (`get_time_schedule`).
     eta: the noise scale in [0, 1]; step i draws from fold_in(fold_in(fold_in(key, i), 1), step).
     denoise: make the last step the one to sigma = 0.
+    denoise_step: that step, "tweedie" (x0_hat) or "half" (`schedules.denoise_to_zero`).
 
   Returns:
     A `Sampler`: sampler(key, score_fn, x_T=None) -> (x, nfe); no trajectories.
@@ -53,7 +54,7 @@ def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int =
       or sigma_end out of range (`end_time`).
   """
   shape, eps, n_solver = fast_settings(sde, shape, n_steps, schedule, eps, denoise, sigma_end,
-                                     timesteps)
+                                       timesteps, denoise_step)
   utils.check_real("sampling.eta", eta, low=0.0, high=1.0)
 
   def run(key, score_fn, x_T, n_trajectory):
@@ -74,7 +75,7 @@ def get_ddim_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int =
 
     x, _ = jax.lax.scan(step, x, jnp.arange(n_solver))
     if denoise:
-      x = tweedie_denoise(sde, score_fn, x, jnp.full(shape[:1], eps))
+      x = denoise_to_zero(sde, score_fn, x, jnp.full(shape[:1], eps), denoise_step)
     return x, n_steps, None
 
   return Sampler("ddim", shape, run, needs_key=eta > 0)

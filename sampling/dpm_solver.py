@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 import sde_lib
 from sampling.base import Sampler, start, tweedie_denoise
-from sampling.schedules import fast_settings, get_time_schedule
+from sampling.schedules import denoise_to_zero, fast_settings, get_time_schedule
 from utils import bcast
 
 
@@ -17,7 +17,7 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: i
                            n_steps: int = 20, schedule: str = "uniform_t", eps: float = 1e-3,
                            lower_order_final: bool = True, denoise: bool = False,
                            sigma_end: float | None = None,
-                           timesteps: tuple[float, ...] | None = None) -> Sampler:
+                           timesteps: tuple[float, ...] | None = None, denoise_step: str = "tweedie") -> Sampler:
   """DPM-Solver++ multistep (Lu et al. 2022b, "DPM-Solver++", Alg. 2 for 2M; 3M); NFE = n_steps.
 
   The probability-flow ODE of a linear SDE, solved exactly in its linear part:
@@ -41,6 +41,7 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: i
     timesteps: with schedule="custom", the interior grid points in log-SNR (`get_time_schedule`).
     lower_order_final: lower the order of the last steps.
     denoise: make the last step the one to sigma = 0.
+    denoise_step: that step, "tweedie" (x0_hat) or "half" (`schedules.denoise_to_zero`).
 
   Returns:
     A deterministic `Sampler`: sampler(key, score_fn, x_T=None) -> (x, nfe); no trajectories.
@@ -50,7 +51,7 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: i
       or sigma_end out of range (`end_time`).
   """
   shape, eps, n_solver = fast_settings(sde, shape, n_steps, schedule, eps, denoise, sigma_end,
-                                     timesteps)
+                                       timesteps, denoise_step)
   if order not in (1, 2, 3) or isinstance(order, bool):
     raise ValueError(f"sampling.order={order!r} must be 1, 2 or 3.")
   orders = jnp.array([min(order, i + 1, n_solver - i if lower_order_final else order)
@@ -82,7 +83,7 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: i
     carry = (x, jnp.zeros_like(x), jnp.zeros_like(x), jnp.ones(()), jnp.ones(()))
     (x, *_), _ = jax.lax.scan(step, carry, jnp.arange(n_solver))
     if denoise:
-      x = tweedie_denoise(sde, score_fn, x, jnp.full((B,), eps))
+      x = denoise_to_zero(sde, score_fn, x, jnp.full((B,), eps), denoise_step)
     return x, n_steps, None
 
   return Sampler("dpm_solver", shape, run, needs_key=False)

@@ -5,8 +5,8 @@ lambda_t = log(alpha_t / sigma_t) and Karras et al.'s sigma_edm = sigma_t / alph
 Each grid point is a time t, and the samplers recompute every coefficient from t, so an inexact
 inverse t(lambda) moves a grid point slightly but never makes a step inconsistent. The samplers
 end at eps or at the noise level sigma_edm = sigma_end (`end_time`); with `denoise` they spend
-their last NFE on the step from there to sigma = 0, x = x0_hat (Tweedie), as EDM's last step
-(Karras et al. 2022, Alg. 1, sigma_N = 0).
+their last NFE on the step from there to sigma = 0 (`denoise_to_zero`): x = x0_hat (Tweedie), as
+EDM's last step (Karras et al. 2022, Alg. 1, sigma_N = 0), or the Euler step in sigma^2.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import numpy as np
 import sde_lib
 import utils
 from sde_lib import t_of_log_snr  # noqa: F401  (re-exported: sampling.t_of_log_snr)
-from sampling.base import check_common
+from sampling.base import ScoreFn, check_common, tweedie_denoise
+from utils import bcast
 
 Array = jax.Array
 
 SCHEDULES = ("uniform_t", "log_snr", "edm", "quadratic")
+DENOISE_STEPS = ("tweedie", "half")
 
 
 def sigma_edm(sde: sde_lib.SDE, t: Array) -> Array:
@@ -83,20 +85,44 @@ def end_time(sde: sde_lib.SDE, *, eps: float = 1e-3, sigma_end: float | None = N
     return float(t_of_log_snr(sde, jnp.array([-np.log(sigma_end)], jnp.float32))[0])
 
 
+def denoise_to_zero(sde: sde_lib.SDE, score_fn: ScoreFn, x: Array, t: Array, step: str = "tweedie") -> Array:
+  """The last step of a fast sampler, from the end time t [B] to sigma = 0 (1 NFE).
+
+  With x~ = x / alpha_t, sigma = sigma_edm(t) and D = x0_hat(x, t) (Tweedie), the probability-flow
+  ODE is dx~/dsigma = (x~ - D) / sigma = (x~ - D) / (2 sigma^2) d(sigma^2) / dsigma, and
+      "tweedie": x_0 = D,               its Euler step in sigma (exact in lambda for a constant D);
+      "half":    x_0 = (x~ + D) / 2,    its Euler step in v = sigma^2.
+  For a Gaussian component of standard deviation s the exact map is x~ - c (x~ - D) with
+  c = 1/2 + sigma^2 / (8 s^2) + O(sigma^4 / s^4): "half" is second order in sigma / s, while the
+  Tweedie step overshoots by as much as stopping at sigma undershoots (shrinking such a component's
+  variance by s^2 / (s^2 + sigma^2)).
+  """
+  x0_hat = tweedie_denoise(sde, score_fn, x, t)
+  if step == "tweedie":
+    return x0_hat
+  return 0.5 * (x / bcast(sde.marginal_coeffs(t)[0], x) + x0_hat)
+
+
 def fast_settings(sde: sde_lib.SDE, shape, n_steps: int, schedule: str, eps: float, denoise: bool,
-                  sigma_end: float | None, timesteps=None) -> tuple[tuple[int, ...], float, int]:
+                  sigma_end: float | None, timesteps=None, denoise_step: str = "tweedie"
+                  ) -> tuple[tuple[int, ...], float, int]:
   """(shape, end time, solver steps from T to the end time) of a few-step sampler.
 
-  With `denoise` the last of the n_steps is the step to sigma = 0, so n_steps - 1 solver steps.
+  With `denoise` the last of the n_steps is the step to sigma = 0 (`denoise_to_zero` with
+  denoise_step), so n_steps - 1 solver steps.
 
   Raises:
-    ValueError: bad shape, n_steps, schedule, eps, denoise with n_steps < 2, sigma_end out of
-      range (`end_time`), or bad custom timesteps (`check_timesteps`).
+    ValueError: bad shape, n_steps, schedule, eps, denoise with n_steps < 2, a bad denoise_step
+      or one other than "tweedie" without denoise, sigma_end out of range (`end_time`), or bad custom timesteps (`check_timesteps`).
   """
   eps = end_time(sde, eps=eps, sigma_end=sigma_end)
   shape = check_common(sde, shape, eps)
   _check_schedule(sde, n_steps, schedule, eps)
   utils.check_bool("sampling.denoise", denoise)
+  utils.check_choice("sampling.denoise_step", denoise_step, DENOISE_STEPS)
+  if denoise_step != "tweedie" and not denoise:
+    raise ValueError(f"sampling.denoise_step={denoise_step!r} needs sampling.denoise=True (it is the "
+                     "step to sigma = 0).")
   if denoise and n_steps < 2:
     raise ValueError(f"sampling.n_steps={n_steps!r} must be >= 2 with sampling.denoise=True "
                      "(at least one solver step before the step to sigma = 0).")

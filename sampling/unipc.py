@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import sde_lib
 import utils
 from sampling.base import Sampler, ScoreFn, start, tweedie_denoise
-from sampling.schedules import fast_settings, get_time_schedule
+from sampling.schedules import denoise_to_zero, fast_settings, get_time_schedule
 from utils import bcast
 
 Array = jax.Array
@@ -125,7 +125,7 @@ def get_unipc_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: int = 
                       schedule: str = "log_snr", eps: float = 1e-3, variant: str = "bh2",
                       corrector: bool = True, lower_order_final: bool = True, denoise: bool = False,
                       sigma_end: float | None = None,
-                      timesteps: tuple[float, ...] | None = None) -> Sampler:
+                      timesteps: tuple[float, ...] | None = None, denoise_step: str = "tweedie") -> Sampler:
   """UniPC (Zhao et al. 2023): UniP-p predictor + UniC corrector (`unipc_solve`); NFE = n_steps.
 
   The probability-flow ODE of any linear SDE through `marginal_coeffs` / `log_snr`, as
@@ -142,6 +142,7 @@ def get_unipc_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: int = 
     corrector: apply UniC (False: UniP alone).
     lower_order_final: lower the order of the last steps.
     denoise: make the last step the one to sigma = 0.
+    denoise_step: that step, "tweedie" (x0_hat) or "half" (`schedules.denoise_to_zero`).
     timesteps: with schedule="custom", the interior grid points in log-SNR.
 
   Returns:
@@ -151,7 +152,8 @@ def get_unipc_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: int = 
     ValueError: bad shape, n_steps, schedule, eps, order, variant, corrector, lower_order_final,
       denoise (with n_steps < 2), sigma_end or timesteps.
   """
-  shape, eps, n_solver = fast_settings(sde, shape, n_steps, schedule, eps, denoise, sigma_end, timesteps)
+  shape, eps, n_solver = fast_settings(sde, shape, n_steps, schedule, eps, denoise, sigma_end,
+                                       timesteps, denoise_step)
   if order not in (1, 2, 3) or isinstance(order, bool):
     raise ValueError(f"sampling.order={order!r} must be 1, 2 or 3.")
   utils.check_choice("sampling.variant", variant, VARIANTS)
@@ -165,7 +167,7 @@ def get_unipc_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, order: int = 
     x = unipc_solve(sde, score_fn, x, ts, order=order, variant=variant, corrector=corrector,
                     lower_order_final=lower_order_final)
     if denoise:
-      x = tweedie_denoise(sde, score_fn, x, jnp.full(shape[:1], eps))
+      x = denoise_to_zero(sde, score_fn, x, jnp.full(shape[:1], eps), denoise_step)
     return x, n_steps, None
 
   return Sampler("unipc", shape, run, needs_key=False)
