@@ -21,6 +21,8 @@ al. 2023), DDRM (20 steps, eta = 0.85, eta_b = 1; Kawar et al. 2022), SMC (the t
 sampler, N = 500, data_var 1, resampling at ESS < K / 2) for --particles, over --smc-seeds sample
 sets; SMC needs sigma_y > 0. With sigma_y > 0, guidance and every SMC row are also run with
 data_var = tr(Cov)/d, the data's mean per-coordinate variance, in place of the default 1.
+The rows ", jacobian = gaussian" take the guidance / twist gradient through the Jacobian of
+isotropic Gaussian data instead of the score model's (`sampling.inverse.guided_terms`).
 """
 
 import argparse
@@ -72,18 +74,23 @@ def methods(target, op, sigma_y, n, particles, smc_seeds):
   rep = sampling.get_replacement_sampler(sde, shape, op, corrector="none")
   dps = sampling.get_dps_sampler(sde_dps, shape, op, zeta=1.0)
   ddrm = sampling.get_ddrm_sampler(sde, shape, op, sigma_y=sigma_y)
-  guided = lambda y, v: sampling.linear_guidance(sde, oracle, op, y, sigma_y=sigma_y, data_var=v)
+  guided = lambda y, v, j="model": sampling.linear_guidance(sde, oracle, op, y, sigma_y=sigma_y, data_var=v,
+                                                            jacobian=j)
   v_data = float(np.trace(target.cov()) / target.dim)  # the data's mean per-coordinate variance
   out = {"replacement": (lambda k, y: rep(k, oracle, y), 1),
          "guidance": (lambda k, y: pc(k, guided(y, 1.0)), 1),
          "dps": (lambda k, y: dps(k, oracle_dps, y), 1),
-         "ddrm": (lambda k, y: ddrm(k, oracle, y), 1)}
+         "ddrm": (lambda k, y: ddrm(k, oracle, y), 1),
+         "guidance, jacobian = gaussian": (lambda k, y: pc(k, guided(y, 1.0, "gaussian")), 1)}
   if sigma_y > 0:
     out["guidance, data_var = tr(Cov)/d"] = (lambda k, y: pc(k, guided(y, v_data)), 1)
     for v, suffix in ((None, ""), (1.0, ", data_var = 1"), (v_data, ", data_var = tr(Cov)/d")):
       for K in particles:
         smc = sampling.get_smc_sampler(sde, shape, op, sigma_y=sigma_y, n_particles=K, data_var=v)
         out[f"smc K={K}{suffix}"] = ((lambda s: lambda k, y: s(k, oracle, y))(smc), smc_seeds)
+    for K in particles:
+      smc = sampling.get_smc_sampler(sde, shape, op, sigma_y=sigma_y, n_particles=K, jacobian="gaussian")
+      out[f"smc K={K}, jacobian = gaussian"] = ((lambda s: lambda k, y: s(k, oracle, y))(smc), smc_seeds)
   return out
 
 
@@ -138,7 +145,8 @@ def table(path):
     print(f"| {m} | {nfe[m]} | " + " | ".join(vals) + " |")
   noisy = [c for c in cols if c[2] > 0]
   for suffix, label in (("", "default: data_var from the model"), (", data_var = 1", "data_var = 1"),
-                        (", data_var = tr(Cov)/d", "data_var = tr(Cov)/d")):
+                        (", data_var = tr(Cov)/d", "data_var = tr(Cov)/d"),
+                        (", jacobian = gaussian", "data_var from the model, jacobian = gaussian")):
     smc = [m for m in names if m.startswith("smc K=") and m.endswith(suffix) and ("," in m) == bool(suffix)]
     print()
     print(f"| K ({label}) | " + " | ".join(f"{p} {o}" for p, o, _ in noisy) + " |")
