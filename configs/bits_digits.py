@@ -7,6 +7,7 @@ Trains 3,000 steps of batch 128, samples 1,000 images with DPM-Solver++ 2M (50 N
 (codes above 16 clipped) and reports the digits-classifier Frechet distance to the test split with
 its floor (`bits_frechet`), comparable with the continuous digits models' FD in
 benchmarks/RESULTS.md ("Digits runs", "Analog bits on the digits"); plots/samples_grid.png.
+`--config.data.code=gray` encodes the levels in the reflected Gray code instead of binary.
 """
 
 import ml_collections
@@ -16,7 +17,7 @@ from configs.default_digits import get_default_configs
 
 def get_config():
   config = get_default_configs()
-  config.data = ml_collections.ConfigDict(dict(name="digits_bits", n_bits=5, data_range="[-1,1]",
+  config.data = ml_collections.ConfigDict(dict(name="digits_bits", n_bits=5, code="binary", data_range="[-1,1]",
                                                dequantize=False, random_flip=False))
   config.training.n_iters = 3000
   config.eval = ml_collections.ConfigDict(dict(

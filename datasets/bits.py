@@ -28,10 +28,25 @@ from datasets.toy import Target, _per_example
 Array = jax.Array
 
 
-def bit_codes(n_bits: int) -> np.ndarray:
-  """[2^n_bits, n_bits] in {-1, +1}: row k holds k's binary digits, most significant first."""
+CODES = ("binary", "gray")
+
+
+def bit_codes(n_bits: int, code: str = "binary") -> np.ndarray:
+  """[2^n_bits, n_bits] in {-1, +1}: row k holds the digits of k ("binary") or of its reflected Gray
+  code k ^ (k >> 1) ("gray": consecutive k differ in one bit), most significant first."""
   k = np.arange(2**n_bits)[:, None]
+  if code == "gray":
+    k = k ^ (k >> 1)
   return 2.0 * ((k >> np.arange(n_bits - 1, -1, -1)[None, :]) & 1) - 1.0
+
+
+def decode_bits(bits, code: str = "binary"):
+  """Integers of 0/1 digit arrays [..., n_bits] (most significant first) in `code` (numpy or jax)."""
+  n_bits = bits.shape[-1]
+  if code == "gray":  # binary digit j = XOR of the Gray digits 0..j
+    bits = np.cumsum(bits, axis=-1) % 2 if isinstance(bits, np.ndarray) else jnp.cumsum(bits, axis=-1) % 2
+  shifts = np.arange(n_bits - 1, -1, -1)
+  return (bits << shifts).sum(-1)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -127,6 +142,9 @@ class DigitsBits(Digits):
 
   Args:
     n_bits: bits per pixel, >= 5 (17 levels need 5).
+    code: "binary" (Chen et al.) or "gray" (the reflected Gray code: neighbouring grey levels differ
+      in one bit, so one wrong bit near a level's neighbours moves the pixel by one level, where in
+      binary it can move it by up to 16).
     data_range, random_flip: as `Digits` (the range only matters for `scale` of integer images).
 
   Raises:
@@ -135,14 +153,17 @@ class DigitsBits(Digits):
 
   dequantize: bool = False
   n_bits: int = 5
+  code: str = "binary"
 
   def __post_init__(self):
     if not (isinstance(self.n_bits, (int, np.integer)) and 5 <= self.n_bits <= 8):
       raise ValueError(f"data.n_bits={self.n_bits!r} must be an integer in [5, 8] (17 grey levels).")
+    if self.code not in CODES:
+      raise ValueError(f"data.code={self.code!r} must be one of {list(CODES)}.")
     if self.dequantize:
       raise ValueError("data.dequantize=True does not apply to analog bits (they are exact); set it to False.")
     super().__post_init__()
-    object.__setattr__(self, "_codes", jnp.asarray(bit_codes(self.n_bits), jnp.float32))
+    object.__setattr__(self, "_codes", jnp.asarray(bit_codes(self.n_bits, self.code), jnp.float32))
 
   @property
   def shape(self) -> tuple[int, int, int]:
@@ -155,6 +176,5 @@ class DigitsBits(Digits):
 
   def quantize(self, x: Array) -> Array:
     """Analog bits [..., n_bits] -> integer images [..., 1] in 0..levels-1 (threshold at 0, clip)."""
-    bits = (jnp.asarray(x) > 0).astype(jnp.int32)
-    u = jnp.sum(bits << jnp.arange(self.n_bits - 1, -1, -1), axis=-1, keepdims=True)
+    u = decode_bits((jnp.asarray(x) > 0).astype(jnp.int32), self.code)[..., None]
     return jnp.minimum(u, self.levels - 1)

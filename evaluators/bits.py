@@ -30,8 +30,9 @@ def bits_frechet(ctx: Context, *, classifier: dict, n_grid: int) -> tuple[dict, 
   t, x = ctx.target, ctx.arrays["model"]
   clf = feature_classifier(ctx, classifier)
   out = _frechet(image_keys(ctx)["frechet"], t, x, clf)
-  bits = (np.asarray(x) > 0).astype(np.int64)
-  codes = np.sum(bits << np.arange(t.n_bits - 1, -1, -1), -1)
+  from datasets.bits import decode_bits
+
+  codes = decode_bits((np.asarray(x) > 0).astype(np.int64), t.code)
   out["frac_codes_above_max"] = float(np.mean(codes > t.levels - 1))
   out["frac_bits_near_zero"] = float(np.mean(np.abs(np.asarray(x)) < 0.5))
   if ctx.plots_dir and sharding.is_primary():

@@ -72,6 +72,21 @@ def test_digits_as_analog_bits_round_trip():
     datasets.get_dataset("digits_bits", dequantize=True)
 
 
+def test_digits_as_gray_coded_bits_round_trip_and_neighbours_differ_in_one_bit():
+  """code="gray": every test image decodes back exactly; grey levels k and k + 1 differ in exactly one
+  bit (in binary 15 -> 16 flips all five); 16 = 11000; a bad code names the field."""
+  d = datasets.get_dataset("digits_bits", code="gray")
+  x = d.dequantized(None, d.test_x)
+  np.testing.assert_array_equal(np.asarray(d.quantize(x)), d.test_x)
+  levels = np.asarray(d.dequantized(None, np.arange(17).reshape(17, 1, 1, 1)))[:, 0, 0]
+  assert np.all(np.sum(levels[1:] != levels[:-1], axis=1) == 1)
+  np.testing.assert_array_equal(levels[16], [1, 1, -1, -1, -1])
+  binary = np.asarray(datasets.get_dataset("digits_bits").dequantized(None, np.array([[[[15]]], [[[16]]]])))
+  assert int(np.sum(binary[0] != binary[1])) == 5
+  with pytest.raises(ValueError, match="data.code='ascii'"):
+    datasets.get_dataset("digits_bits", code="ascii")
+
+
 def test_self_conditioning_loss_stops_the_gradient_and_the_sampler_feeds_the_estimate():
   """With x0_hat = theta + x0_prev = eps_hat (a stand-in network), p_self_cond = 1 trains on
   eps_hat = theta + stop_gradient(theta), so d loss / d theta = E 2 (2 theta - z) = 4 at theta = 1
