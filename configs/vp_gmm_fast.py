@@ -1,16 +1,17 @@
-"""VP SDE on the default mixture, sampled with UniPC on a fitted log-SNR grid in 10 network evaluations.
+"""VP SDE on the default mixture, sampled with UniPC-3 on a fitted log-SNR grid in 10 network evaluations.
 
     python run.py --config=configs/vp_gmm_fast.py
 
-Same training as vp_gmm; the sampling group of ve_gmm_fast (9 UniPC steps to sigma_edm = 0.1, then
-the step to sigma = 0) on the grid fitted to this SDE.
+Same training as vp_gmm; the sampling group of ve_gmm_fast (9 UniPC-3 steps to sigma_edm = 0.05,
+then the Euler step in sigma^2 to sigma = 0) on the grid fitted to this SDE.
 Measured figures: benchmarks/RESULTS.md ("Samplers: exact KL vs NFE").
 """
 
 from configs import ve_gmm_fast, vp_gmm
 
-# The interior log-SNRs of the fitted 9-step grid (VPSDE beta 0.1..20; benchmarks/sampler_kl.jsonl).
-TIMESTEPS = [-3.5097, -1.8990, -1.1105, -0.4664, 0.1859, 0.7307, 1.1755, 1.7426]
+# The interior log-SNRs of the fitted 9-step grid (VPSDE beta 0.1..20; benchmarks/sampler_kl.jsonl,
+# grid "fitted set + network").
+TIMESTEPS = [-2.8689, -1.3324, -0.5963, -0.0410, 0.5540, 1.1178, 1.5601, 2.2067]
 
 
 def get_config():

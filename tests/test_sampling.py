@@ -1040,16 +1040,36 @@ def test_ays_published_grid_and_fit():
 def test_must_show_fast_configs_reach_kl_0003_with_the_exact_score(config_name):
   """Must-show: the *_gmm_fast sampling group (<= 10 NFE) with the exact score has exact KL <= 0.003
   nats (4,096 latents, the estimate + 2 SE) on a 3-D mixture its grid was not fitted on (every
-  mixture, fitted on and held out, in benchmarks/RESULTS.md, "Samplers: exact KL vs NFE"). Measured
-  0.00051 +- 0.00033 (VE) and 0.00025 +- 0.00038 (VP) here, 0.00033 +- 0.00017 and 0.00013 +- 0.00019
-  at 16,384 latents; the earlier DPM-Solver++(2M), log-SNR grid, Tweedie end: 0.0042 +- 0.0011 (VE)
-  and 0.0054 +- 0.0012 (VP) at 8,192."""
+  mixture, fitted on and held out, in benchmarks/RESULTS.md, "Samplers: exact KL vs NFE"; on modes
+  of standard deviation 0.1-0.2 it is not met, see the next test). The earlier DPM-Solver++(2M),
+  log-SNR grid, Tweedie end: 0.0042 +- 0.0011 (VE) and 0.0054 +- 0.0012 (VP) at 8,192 latents."""
   config = importlib.import_module(f"configs.{config_name}").get_config()
   sde = sde_lib.get_sde(**config.sde)
   target = MIX3
   sampler = sampling.get_sampler(sde, (2048, target.dim), **config.sampling)
   out = metrics.sampler_kl(jax.random.key(0), sampler, target.score_fn(sde), target.log_prob, sde, n_batches=2)
   assert out["nfe"] <= 10 and out["kl"] + 2 * out["se"] <= 0.003, out
+
+
+NARROW3 = datasets.GaussianMixture(  # modes of standard deviation 0.1-0.6 (benchmarks/sampler_kl.py, "3d narrow")
+    means=((1.5, 0.0, 0.0), (-1.0, 1.5, 0.5), (-0.5, -1.5, -1.0)),
+    covs=(np.diag([0.25, 0.04, 0.01]).tolist(), np.diag([0.09, 0.09, 0.01]).tolist(),
+          np.diag([0.36, 0.0625, 0.04]).tolist()),
+    weights=(0.5, 0.3, 0.2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_name", ["ve_gmm_fast", "vp_gmm_fast"])
+def test_fast_configs_on_narrow_modes_stay_near_their_measured_kl(config_name):
+  """Where the must-show bound is NOT met: on modes of standard deviation 0.1 the fast configs' 10 NFE
+  give 0.0045 +- 0.0019 (VE) and 0.0052 +- 0.0020 (VP) nats at 4,096 latents (0.004-0.008 on the
+  benchmark's narrow mixtures at 16,384; KL vs NFE there falls ~2.5x per 2 NFE, so ~12 NFE reach
+  0.003). A regression guard at 0.015, not the goal."""
+  config = importlib.import_module(f"configs.{config_name}").get_config()
+  sde = sde_lib.get_sde(**config.sde)
+  sampler = sampling.get_sampler(sde, (2048, 3), **config.sampling)
+  out = metrics.sampler_kl(jax.random.key(0), sampler, NARROW3.score_fn(sde), NARROW3.log_prob, sde, n_batches=2)
+  assert out["nfe"] == 10 and out["kl"] < 0.015, out
 
 
 def test_pc_rejects_a_vp_chain_with_beta_above_one():

@@ -1,0 +1,301 @@
+"""Tables and plot of benchmarks/sampler_kl.py from its JSON lines (the "## Samplers: exact KL vs NFE"
+section of benchmarks/RESULTS.md and benchmarks/sampler_kl.png). Rows written before the "end" and
+"grid" fields existed are the Tweedie end, and their "custom" grid is the one fitted on the default
+mixture ("fitted 2d default")."""
+
+import os
+
+import sampling
+from sampler_kl import (ENDS, FAST, FIT_NAMES, FIT_SET, HELD_OUT, HELDOUT_SETTINGS, MODEL_CELLS, NFES, ROOT,
+                        SAMPLERS, SDES)
+
+SECTION = "## Samplers: exact KL vs NFE"
+RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
+PLOT = os.path.join(ROOT, "benchmarks", "sampler_kl.png")
+THRESHOLD = 0.003  # nats, the must-show
+
+
+def _norm(r: dict) -> dict:
+  if r.get("benchmark") == "sampler_kl":
+    r.setdefault("score", "oracle")
+    r.setdefault("end", "tweedie")
+    r.setdefault("grid", "fitted 2d default" if r["schedule"] == "custom" else r["schedule"])
+  return r
+
+
+def _odd(nfe: int, label: str) -> int:
+  """The NFE a budget gives: EDM Heun lands on the odd NFE at most the budget."""
+  return nfe - (nfe % 2 == 0) if label == "edm_heun" else nfe
+
+
+def _fmt(r) -> str:
+  return "" if r is None else f"{1e3 * r['kl']:.2f} ± {1e3 * r['se']:.2f}"
+
+
+def _pick(rows, **match):
+  """The last row matching every field (later runs replace earlier ones)."""
+  found = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+  return found[-1] if found else None
+
+
+def _name(label: str, end: str, grid: str) -> str:
+  return f"{label}, {end}, {grid}"
+
+
+def _settings(rows, section: str, **match) -> list[tuple[str, str, str]]:
+  """The (sampler, end, grid) settings of a section in first-seen order."""
+  out = []
+  for r in rows:
+    if r.get("section") == section and all(r.get(k) == v for k, v in match.items()):
+      key = (r["sampler"], r["end"], r["grid"])
+      if key not in out:
+        out.append(key)
+  return out
+
+
+def _nfe_table(rows, sde, target="2d default") -> list[str]:
+  lines = [f"KL vs NFE, {sde.upper()} ({SDES[sde]!r}), {target}; 10^-3 nats ± standard error "
+           "(EDM Heun at the odd NFE at most the column's; sampler, end, grid):", "",
+           "| setting | " + " | ".join(map(str, NFES)) + " |", "|---|" + "---|" * len(NFES)]
+  for label, end, grid in _settings(rows, "nfe", sde=sde, target=target):
+    got = [_pick(rows, section="nfe", sde=sde, target=target, sampler=label, end=end, grid=grid,
+                 nfe=_odd(n, label)) for n in NFES]
+    if any(got):
+      bold = "**" if (label, end, grid) == FAST else ""
+      lines.append(f"| {bold}{_name(label, end, grid)}{bold} | " + " | ".join(_fmt(g) for g in got) + " |")
+  return lines + [""]
+
+
+def _halving(rows, sde, target) -> list[str]:
+  """The NFE ratio curve: for DPM-Solver++(2M) on the log-SNR grid at n NFE (its best end), the fewest
+  NFE any setting needs for a KL at most that."""
+  cands = [r for r in rows if r.get("benchmark") == "sampler_kl" and r["sde"] == sde and r["target"] == target
+           and r["section"] in ("nfe", "schedules", "grids") and r["score"] == "oracle"]
+  lines = [f"| {sde.upper()}, {target}: DPM-Solver++(2M) NFE | its KL (best end) | fewest NFE for that KL | "
+           "ratio | by |", "|---|---|---|---|---|"]
+  for n in (5, 6, 8, 10, 15, 20):
+    refs = [_pick(cands, section="nfe", sampler="dpm_solver_2m", grid="log_snr", end=e, nfe=n) for e in ENDS]
+    refs = [r for r in refs if r is not None]
+    if not refs:
+      continue
+    ref = min(refs, key=lambda r: r["kl"])
+    best = min((r for r in cands if r["kl"] <= ref["kl"]), key=lambda r: (r["nfe"], r["kl"]))
+    verdict = "" if best["nfe"] <= n / 2 else " **(> 1/2)**"
+    lines.append(f"| {n} | {_fmt(ref)} ({ref['end']}) | {best['nfe']} | {best['nfe'] / n:.2f}{verdict} | "
+                 f"{_name(best['sampler'], best['end'], best['grid'])}: {_fmt(best)} |")
+  return lines + [""]
+
+
+def _grid_table(rows) -> list[str]:
+  lines = ["Fitted grids: interior log-SNRs, the fit objective over its last 50 iterations and the KL on the "
+           "default mixture from fresh latents (\"fitted set\": mean log(KL + 0.001) over "
+           + ", ".join(FIT_NAMES["fitted set"]) + "; \"fitted set + network\": the same and "
+           + FIT_NAMES["fitted set + network"][-1] + "; \"fitted 2d default\": KL on the default mixture alone; \"ays\": the AYS KLUB on the default "
+           "mixture):", "",
+           "| grid | SDE | NFE | end | timesteps (log-SNR) | fit objective | KL on 2d default (10^-3) | fit s |",
+           "|---|---|---|---|---|---|---|---|"]
+  last = {}
+  for r in rows:  # later fits of the same grid replace earlier ones
+    if r.get("benchmark") == "sampler_kl_grid":
+      last[(r.get("grid", "fitted 2d default"), r.get("end", "tweedie"), r["sde"], r["nfe"])] = r
+  for (grid, end, sde, nfe), r in last.items():
+    kl = _pick(rows, section="grids", sde=sde, nfe=nfe, grid=grid, end=end)
+    ts = ", ".join(f"{v:.3f}" for v in r["timesteps"])
+    lines.append(f"| {grid} | {sde} | {nfe} | {end} | {ts} | {r['train_loss_last50']:.4f} | {_fmt(kl)} | "
+                 f"{r['seconds']} |")
+  return lines + [""]
+
+
+def _schedule_table(rows, sde) -> list[str]:
+  lines = [f"Every fixed grid, {sde.upper()}, default 2-D mixture, Tweedie end (10^-3 nats) at 5 / 10 / 20 NFE "
+           "(EDM Heun: 5 / 9 / 19):", "", "| sampler | " + " | ".join(sampling.SCHEDULES) + " |",
+           "|---|" + "---|" * len(sampling.SCHEDULES)]
+  for label in SAMPLERS:
+    cells = []
+    for schedule in sampling.SCHEDULES:
+      section = "nfe" if schedule == "log_snr" else "schedules"
+      got = [_pick(rows, section=section, sde=sde, sampler=label, grid=schedule, end="tweedie", nfe=_odd(n, label))
+             for n in (5, 10, 20)]
+      cells.append(" / ".join(f"{1e3 * g['kl']:.2f}" if g else "-" for g in got))
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return lines + [""]
+
+
+def _heldout_table(rows, sde) -> list[str]:
+  settings = [s for s in HELDOUT_SETTINGS if _pick(rows, section="heldout", sde=sde, sampler=s[0], end=s[1], grid=s[2])]
+  if not settings:
+    return []
+  head = ["**" + _name(*s) + "** (fast configs)" if s == FAST else _name(*s) for s in settings]
+  lines = [f"10 NFE, {sde.upper()}, every setting on the fitting mixtures and on held-out ones (10^-3 nats ± SE; "
+           f"at most {1e3 * THRESHOLD:g} in bold):", "", "| target | " + " | ".join(head) + " |",
+           "|---|" + "---|" * len(settings)]
+  for target in FIT_SET + HELD_OUT:
+    got = [_pick(rows, section="heldout", sde=sde, target=target, sampler=s[0], end=s[1], grid=s[2]) for s in settings]
+    cells = [f"**{_fmt(g)}**" if g and g["kl"] <= THRESHOLD else _fmt(g) for g in got]
+    kind = "fit" if target in FIT_SET else "held out"
+    lines.append(f"| {target} ({kind}) | " + " | ".join(cells) + " |")
+  return lines + [""]
+
+
+def _transfer_table(rows) -> list[str]:
+  keys = []
+  for r in rows:
+    if r.get("section") == "transfer" and (r["sde"], r["target"]) not in keys:
+      keys.append((r["sde"], r["target"]))
+  settings = _settings(rows, "transfer")
+  lines = ["Other SDE parameters at 10 NFE (10^-3 nats ± SE; the fitted grids of the base SDE):", "",
+           "| SDE | target | " + " | ".join(_name(*s) for s in settings) + " |",
+           "|---|---|" + "---|" * len(settings)]
+  for sde, target in keys:
+    got = [_pick(rows, section="transfer", sde=sde, target=target, sampler=s[0], end=s[1], grid=s[2], nfe=10)
+           for s in settings]
+    lines.append(f"| {sde} | {target} | " + " | ".join(_fmt(g) for g in got) + " |")
+  return lines + [""]
+
+
+def _must_show(rows) -> list[str]:
+  lines = [f"Must-show, KL <= {THRESHOLD} nats at <= 10 NFE with the exact score, configs/*_gmm_fast.py "
+           f"({_name(*FAST)}), per mixture (10^-3 nats ± SE; the estimate, and whether estimate + 2 SE is also "
+           "below):", ""]
+  for sde in SDES:
+    for target in FIT_SET + HELD_OUT:
+      r = _pick(rows, section="heldout", sde=sde, target=target, sampler=FAST[0], end=FAST[1], grid=FAST[2])
+      if r:
+        verdict = "yes" if r["kl"] <= THRESHOLD else "**no**"
+        sure = " (also + 2 SE)" if r["kl"] + 2 * r["se"] <= THRESHOLD else ""
+        kind = "fitted on" if target in FIT_SET else "held out"
+        lines.append(f"- {sde}, {target} ({kind}): {_fmt(r)} -> {verdict}{sure}")
+  return lines + [""]
+
+
+def _model_table(rows) -> list[str]:
+  train = {r["config"]: r for r in rows if r.get("benchmark") == "sampler_kl_train" and r.get("seed", 0) == 0}
+  if not train:
+    return []
+  lines = ["Trained score (MLP of configs/{ve,vp}_gmm.py, seed 0, which no grid was fitted with; EMA parameters after "
+           + ", ".join(f"{c}: {t['n_iters']} steps" for c, t in train.items())
+           + "), default mixture, 10^-3 nats ± SE; the learned-score KL at 500 NFE is the model's own "
+           "error, the excess at 10 NFE the sampler's:", "",
+           "| SDE | setting, NFE | learned score | exact score |", "|---|---|---|---|"]
+  for sde in SDES:
+    for (label, end, grid), nfe in MODEL_CELLS:
+      got = [_pick(rows, section="model", sde=sde, sampler=label, end=end, grid=grid, nfe=nfe, score=sc)
+             for sc in ("model", "oracle")]
+      if any(got):
+        name = _name(label, end, grid) + (" (fast configs)" if (label, end, grid) == FAST else "")
+        lines.append(f"| {sde} | {name}, {nfe} | {_fmt(got[0])} | {_fmt(got[1])} |")
+  return lines + [""]
+
+
+NOTES = """Notes. Ends: "tweedie" = n - 1 solver steps to sigma_edm = {tw}, then x = x0_hat; "half" = n - 1
+steps to sigma_edm = {hf}, then x = (x / alpha + x0_hat) / 2, the Euler step of the probability-flow ODE in
+sigma^2 (`schedules.denoise_to_zero`); "direct" = n steps to sigma_edm = {di} and no last step. For a mixture
+component of standard deviation s the exact map from sigma to 0 is x~ - c (x~ - x0_hat) with c = 1/2 +
+sigma^2 / (8 s^2) + ...: the Tweedie step (c = 1) shrinks the component's variance by s^2 / (s^2 + sigma^2),
+~0.1 nats per direction with s = 0.1 at sigma = 0.1, which is why the earlier fitted grid failed on narrow
+modes; "half" leaves an O(sigma^4 / s^4) error and "direct" adds sigma^2 to the variance (harmless on the
+default mixture, whose smallest s is 0.89). "fitted set" grids minimise the mean of log(KL + 0.001) over
+the four fitting mixtures with the exact score, 300 Adam steps of 2,048 latents each, so no single mixture
+decides the grid; "fitted set + network" (the fast configs' grids, 10 NFE) adds the default mixture with a
+trained network (seed 1; the "model" rows use the configs' seed-0 network, which no grid saw). The network is
+in the fit because grids fitted to exact scores alone take long steps at high noise, where a learned x0_hat
+errs by sigma^2 times the score's error: such a grid (first points -2.07, -1.28 in log-SNR) gave the seed-0
+network 0.030 nats at 10 NFE against 0.0028 for the earlier grid, and adding one point at -3.3 brought it to
+0.0015 (helper's side runs, not in the JSON lines; the "model" table has the final grids). On the mixtures
+with modes of standard deviation 0.1-0.2 (fit 2d narrow, fit 3d narrow, 2d four modes, 2d ring, 3d narrow)
+every fitted grid stays at 4-8e-3 nats at 10 NFE, fitted on or not: an exact-Gaussian spectrum check shows
+the within-mode error is small there, and higher solver orders in the last steps (lower_order_final=False)
+make these mixtures worse (0.012-0.02), so what remains is the switching of x0_hat between narrow modes.
+Their KL falls ~2.5x per 2 NFE (8 NFE: 0.015-0.018), so ~12 NFE reach 0.003. Also tried and dropped (VE,
+10 NFE, same fit): per-step multipliers on UniPC's predictor and corrector terms and per-step shifts of the
+model's evaluation time, fitted with the grid; the held-out narrow mixtures moved between 0.0017 and 0.006
+from one fit to the next (2,048- and 4,096-latent batches), within the fit's own noise, not reliably below
+0.003. AYS (Sabour et al. 2024):
+"ays" minimises our implementation of their KLUB for the first-order stochastic sampler (`sampling/ays.py`,
+the expectation over the true path's forward-process pairs) on the default mixture; "ays sd15" is their
+published 10-step Stable Diffusion 1.5 schedule (DDPM timesteps 999, 850, 736, 645, 545, 455, 343, 233,
+124, 24, 0 from research.nvidia.com/labs/toronto-ai/AlignYourSteps/howto.html, as sigmas of SD's
+scaled-linear betas, 14.615 ... 0.029) with its log-sigma profile mapped onto our range and interpolated
+log-linearly for other step counts, as they recommend. The KLUB of the stochastic sampler grows with the
+ratio of consecutive noise levels even where the ODE is nearly linear, so it spends the steps at low noise
+and leaves one long first step; with these ODE samplers the AYS grids are far worse than the exact-KL grids
+and, on broad mixtures, than the fixed log-SNR grid."""
+
+
+def report(rows) -> str:
+  rows = [_norm(dict(r)) for r in rows]
+  lines = [SECTION, "", "Commands: see `benchmarks/sampler_kl.py` (its docstring); every table below is "
+           "generated from `benchmarks/sampler_kl.jsonl` by `--from-jsonl ... --write`. Oracle (exact) "
+           "score unless stated; KL(q || p) by `metrics.sampler_kl` from 16,384 prior latents (exact change "
+           "of variables, jacfwd Jacobians), ± its standard error. 2-core CPU, JAX CPU backend, float32.", ""]
+  lines += _must_show(rows)
+  for sde in SDES:
+    lines += _heldout_table(rows, sde)
+  for sde in SDES:
+    lines += _nfe_table(rows, sde)
+  for sde in SDES:
+    lines += _nfe_table(rows, sde, "3d three modes")
+  lines += ["NFE ratio curve: DPM-Solver++(2M) on the log-SNR grid (the best of its ends at each NFE) "
+            "against the fewest NFE of any setting in these tables with at most its KL (the must-show asks for "
+            "a ratio <= 1/2), on the default mixture (where \"fitted 2d default\" grids were fitted) and on "
+            "held-out ones (where the \"fitted set\" grids, fitted elsewhere, compete):", ""]
+  for target in ("2d default", "3d three modes", "3d narrow", "2d ring"):
+    for sde in SDES:
+      lines += _halving(rows, sde, target)
+  lines += _grid_table(rows)
+  for sde in SDES:
+    lines += _schedule_table(rows, sde)
+  lines += _transfer_table(rows) + _model_table(rows)
+  notes = NOTES.format(tw=ENDS["tweedie"]["sigma_end"], hf=ENDS["half"]["sigma_end"], di=ENDS["direct"]["sigma_end"])
+  lines += [notes.replace("\n", " "), "",
+            f"Plot: `benchmarks/{os.path.basename(PLOT)}` (KL vs NFE, log-log, ± 1 SE; top: the default mixture, "
+            "bottom: the held-out 3d narrow; the star is the fast configs' setting at 10 NFE).", ""]
+  return "\n".join(lines)
+
+
+def plot(rows) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
+
+  rows = [_norm(dict(r)) for r in rows]
+  shown = (("dpm_solver_2m", "tweedie", "log_snr"), ("dpm_solver_2m", "half", "log_snr"),
+           ("unipc_3", "half", "log_snr"), ("unipc_3", "half", "quadratic"), ("unipc_3", "half", "ays"),
+           ("unipc_2", "tweedie", "fitted 2d default"), ("unipc_3", "direct", "fitted 2d default"),
+           ("unipc_3", "half", "fitted set"))
+  panels = [(sde, target) for target in ("2d default", "3d narrow") for sde in SDES]
+  fig, axes = plt.subplots(2, len(SDES), figsize=(11, 8.4), sharey=True)
+  for ax, (sde, target) in zip(axes.ravel(), panels):
+    for i, (label, end, grid) in enumerate(shown):
+      rs = sorted((r for r in rows if r.get("section") == "nfe" and r["sde"] == sde and r["sampler"] == label
+                   and r["target"] == target and r["end"] == end and r["grid"] == grid), key=lambda r: r["nfe"])
+      if rs:
+        ax.errorbar([r["nfe"] for r in rs], [max(r["kl"], 1e-5) for r in rs], yerr=[r["se"] for r in rs],
+                    marker="o", ms=3, capsize=2, ls="--" if "fitted" in grid or "ays" in grid else "-",
+                    lw=2.2 if grid == "fitted set" else 1.2, color=f"C{i}", label=_name(label, end, grid))
+    fast = _pick(rows, section="heldout", sde=sde, target=target, sampler=FAST[0], end=FAST[1], grid=FAST[2])
+    if fast:
+      ax.errorbar([10], [max(fast["kl"], 1e-5)], yerr=[fast["se"]], marker="*", ms=11, color="k", ls="",
+                  label=_name(*FAST) + " (fast configs)")
+    ax.axhline(THRESHOLD, color="0.5", ls=":", lw=1, label=f"{THRESHOLD} nats")
+    kind = "fitted on by the fitted-set grids" if target in FIT_SET else "held out"
+    ax.set(xscale="log", yscale="log", xlabel="NFE", ylim=(1e-5, 5.0),
+           title=f"{sde.upper()}, {target} ({kind}), exact score")
+    ax.set_xticks(NFES, [str(n) for n in NFES])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  for row in axes:
+    row[0].set_ylabel("KL(q || p) [nats]")
+  axes[0, -1].legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(PLOT, dpi=120)
+  plt.close(fig)
+
+
+def write(rows, text: str) -> None:
+  from results_md import replace_section
+
+  replace_section(RESULTS, SECTION, text)
+  plot(rows)
+
