@@ -210,7 +210,10 @@ Their KL falls ~2.5x per 2 NFE (8 NFE: 0.015-0.018), so ~12 NFE reach 0.003. Als
 10 NFE, same fit): per-step multipliers on UniPC's predictor and corrector terms and per-step shifts of the
 model's evaluation time, fitted with the grid; the held-out narrow mixtures moved between 0.0017 and 0.006
 from one fit to the next (2,048- and 4,096-latent batches), within the fit's own noise, not reliably below
-0.003. AYS (Sabour et al. 2024):
+0.003. A grid fitted to 3d narrow alone (200 Adam steps, then 8,192 fresh latents; side runs, not in the JSON
+lines) reaches 3.7e-3 with UniPC-3 bh2, 4.4e-3 with UniPC-2 and 5.8e-3 with UniPC-3 bh1 at 10 NFE, and
+sigma_end 0.02 / 0.08 in place of 0.05 gave 9.4e-3 / 2.8e-3 there but 0.008 on the ring: the grid alone
+does not bring this solver family under 0.003 on narrow modes at 10 NFE. AYS (Sabour et al. 2024):
 "ays" minimises our implementation of their KLUB for the first-order stochastic sampler (`sampling/ays.py`,
 the expectation over the true path's forward-process pairs) on the default mixture; "ays sd15" is their
 published 10-step Stable Diffusion 1.5 schedule (DDPM timesteps 999, 850, 736, 645, 545, 455, 343, 233,
