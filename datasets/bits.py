@@ -44,7 +44,7 @@ def decode_bits(bits, code: str = "binary"):
   """Integers of 0/1 digit arrays [..., n_bits] (most significant first) in `code` (numpy or jax)."""
   n_bits = bits.shape[-1]
   if code == "gray":  # binary digit j = XOR of the Gray digits 0..j
-    bits = np.cumsum(bits, axis=-1) % 2 if isinstance(bits, np.ndarray) else jnp.cumsum(bits, axis=-1) % 2
+    bits = bits.cumsum(axis=-1) % 2
   shifts = np.arange(n_bits - 1, -1, -1)
   return (bits << shifts).sum(-1)
 

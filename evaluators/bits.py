@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import sharding
+from datasets.bits import decode_bits
 from evaluators.base import Context
 from evaluators.images import _frechet, feature_classifier, image_keys
 
@@ -30,8 +31,6 @@ def bits_frechet(ctx: Context, *, classifier: dict, n_grid: int) -> tuple[dict, 
   t, x = ctx.target, ctx.arrays["model"]
   clf = feature_classifier(ctx, classifier)
   out = _frechet(image_keys(ctx)["frechet"], t, x, clf)
-  from datasets.bits import decode_bits
-
   codes = decode_bits((np.asarray(x) > 0).astype(np.int64), t.code)
   out["frac_codes_above_max"] = float(np.mean(codes > t.levels - 1))
   out["frac_bits_near_zero"] = float(np.mean(np.abs(np.asarray(x)) < 0.5))

@@ -176,20 +176,23 @@ def guided_terms(sde: sde_lib.SDE, score_fn: ScoreFn, op: LinearOperator, y: Arr
   Both are exact for N(mu, v I) data with its exact score."""
   alpha, sigma = sde.marginal_coeffs(t)
   r2 = posterior_var(alpha, sigma, data_var)
+  x0_of = lambda x_, s: (x_ + bcast(sigma**2, x_) * s) / bcast(alpha, x_)
+
+  def log_lik(x0):
+    ll = op.log_likelihood(y, x0, r2, sigma_y)
+    return jnp.sum(ll), ll
+
   if jacobian == "gaussian":
     s = score_fn(x, t)
-    x0 = (x + bcast(sigma**2, x) * s) / bcast(alpha, x)
-    lik = lambda x0_: (lambda ll: (jnp.sum(ll), ll))(op.log_likelihood(y, x0_, r2, sigma_y))
-    g0, ll = jax.grad(lik, has_aux=True)(x0)
+    g0, ll = jax.grad(log_lik, has_aux=True)(x0_of(x, s))
     return s, bcast(alpha * r2 / sigma**2, x) * g0, ll
 
-  def log_lik(x_):
+  def through_model(x_):
     s = score_fn(x_, t)
-    x0 = (x_ + bcast(sigma**2, x_) * s) / bcast(alpha, x_)
-    ll = op.log_likelihood(y, x0, r2, sigma_y)
-    return jnp.sum(ll), (s, ll)
+    total, ll = log_lik(x0_of(x_, s))
+    return total, (s, ll)
 
-  grad, (s, ll) = jax.grad(log_lik, has_aux=True)(x)
+  grad, (s, ll) = jax.grad(through_model, has_aux=True)(x)
   return s, grad, ll
 
 
