@@ -12,7 +12,7 @@ score evaluations per sample. Sample i draws all its randomness from fold_in(key
 not depend on the batch size or on how the batch is sharded.
 
 Files: `pc` (predictor-corrector), `ode` (probability-flow ODE), `schedules`, `ddim`, `edm`,
-`dpm_solver`, `unipc` (few-step solvers), `ancestral` (DDPM chain), `guidance`, `inverse` (inpainting,
+`dpm_solver`, `unipc`, `bespoke` (few-step solvers), `ancestral` (DDPM chain), `guidance`, `inverse` (inpainting,
 colorization), `base` (the `Sampler` object).
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Callable
 
 import sde_lib
+from sampling.bespoke import get_bespoke_sampler
 from sampling.ancestral import get_ancestral_sampler, get_vp_ancestral_sampler
 from sampling.base import Sampler, as_pytree_fn, prior_sample, tweedie_denoise
 from sampling.ddim import get_ddim_sampler
@@ -47,7 +48,8 @@ for _name, _factory in (("pc", get_pc_sampler), ("ode", get_ode_sampler),
                         ("ddpm_ancestral", get_vp_ancestral_sampler), ("ddim", get_ddim_sampler),
                         ("edm_heun", get_edm_heun_sampler), ("dpm_solver", get_dpm_solver_sampler),
                         ("dpm_solver_2m", dpm_solver_fixed_order(2)),
-                        ("dpm_solver_3m", dpm_solver_fixed_order(3)), ("unipc", get_unipc_sampler)):
+                        ("dpm_solver_3m", dpm_solver_fixed_order(3)), ("unipc", get_unipc_sampler),
+                        ("bespoke", get_bespoke_sampler)):
   SAMPLERS.register(_name, _factory)
 from sampling import subspace  # noqa: E402  (subspace diffusion)
 SAMPLERS.register("subspace_pc", subspace.get_subspace_pc_sampler)
@@ -89,7 +91,7 @@ __all__ = [
     "ODE_SOLVERS", "solve_ode", "check_ode_args", "tolerances", "pf_ode_drift", "get_ode_sampler",
     "get_ode_encoder",
     "SCHEDULES", "t_of_log_snr", "sigma_edm", "end_time", "get_time_schedule", "get_ddim_sampler",
-    "get_edm_heun_sampler", "get_dpm_solver_sampler", "get_unipc_sampler", "unipc_solve",
+    "get_edm_heun_sampler", "get_dpm_solver_sampler", "get_unipc_sampler", "unipc_solve", "get_bespoke_sampler",
     "get_ancestral_sampler", "get_vp_ancestral_sampler",
     "classifier_free_guidance", "classifier_guidance",
     "impose_known", "get_inpainting_sampler", "reconstruction_guidance", "colorization_basis",

@@ -116,22 +116,89 @@ def optimise_grid(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget], *,
   if init is not None:
     init = check_timesteps(sde, "custom", init, n_solver, _t_end(sde, sampler_kwargs))
   theta = jnp.zeros((n_solver,)) if init is None else logits_of_grid(init, lam_T, lam_end)
+
+  def make_sampler(theta, shape):
+    return sampling.get_sampler(sde, shape, method=method, n_steps=n_steps, schedule="custom",
+                                timesteps=grid_of_logits(theta, lam_T, lam_end), **sampler_kwargs)
+
+  loss_fn = mean_kl_loss(key, sde, targets, make_sampler, batch_size=batch_size, kl_floor=kl_floor)
+  theta, losses = fit_logits(loss_fn, theta, n_iters=n_iters, learning_rate=learning_rate)
+  timesteps = np.asarray(grid_of_logits(theta, lam_T, lam_end), np.float64)
+  return {"timesteps": [float(v) for v in timesteps], "loss": losses}
+
+
+def mean_kl_loss(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
+                 make_sampler: Callable, *, batch_size: int, kl_floor: float | None) -> Callable:
+  """loss(params, i): the mean over targets of the Monte Carlo exact KL of make_sampler(params, shape)
+  (or of log(max(KL, 0) + kl_floor)), on batch_size fresh latents per target from
+  fold_in(fold_in(key, i), j) at iteration i."""
   fns = [(jax.tree_util.Partial(score_fn), log_prob, dim) for score_fn, log_prob, dim in targets]
 
-  def loss_fn(theta, i):
-    timesteps, total = grid_of_logits(theta, lam_T, lam_end), 0.0
+  def loss_fn(params, i):
+    total = 0.0
     for j, (score_fn, log_prob, dim) in enumerate(fns):
-      sampler = sampling.get_sampler(sde, (batch_size, dim), method=method, n_steps=n_steps,
-                                     schedule="custom", timesteps=timesteps, **sampler_kwargs)
+      sampler = make_sampler(params, (batch_size, dim))
       z = sde.prior_sampling(jax.random.fold_in(jax.random.fold_in(key, i), j), (batch_size, dim))
       run = lambda x_T, sampler=sampler, score_fn=score_fn: sampler.run(None, score_fn, x_T, 0)[0]
       kl = jnp.mean(metrics.kl_terms(run, log_prob, sde.prior_logp, z))
       total = total + (kl if kl_floor is None else jnp.log(jnp.maximum(kl, 0.0) + kl_floor))
     return total / len(fns)
 
-  theta, losses = fit_logits(loss_fn, theta, n_iters=n_iters, learning_rate=learning_rate)
-  timesteps = np.asarray(grid_of_logits(theta, lam_T, lam_end), np.float64)
-  return {"timesteps": [float(v) for v in timesteps], "loss": losses}
+  return loss_fn
+
+
+def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget], *, n_steps: int,
+                     init_timesteps: Sequence[float], batch_size: int = 1024, n_iters: int = 300,
+                     learning_rate: float = 0.02, kl_floor: float | None = None,
+                     eps: float = 1e-3) -> dict:
+  """Fits a bespoke solver (`sampling.bespoke`) with n_steps NFE: its evaluation log-SNRs and all
+  its coefficients, by Adam on the mean exact KL over targets (as `optimise_grid`).
+
+  Parameters: the increment logits of lambda_1..lambda_{n-1} between lambda(T) and lambda(eps)
+  (`grid_of_logits`), log-multipliers on the ratios and additive changes to the weights of
+  DPM-Solver++(2M) with the "half" last step on the current points
+  (`bespoke.dpm_solver_2m_coefficients`): the fit starts from that solver on init_timesteps and
+  keeps the solver consistent with its points while they move.
+
+  Returns:
+    {"timesteps": lambda_1..lambda_{n-1}, "coefficients": the flat coefficients (python floats),
+     "loss": the objective per iteration}.
+
+  Raises:
+    ValueError: no targets, bad n_steps, init_timesteps, batch_size, n_iters or learning_rate.
+  """
+  from sampling import bespoke
+
+  utils.check_int("n_steps", n_steps, 2)
+  utils.check_int("batch_size", batch_size, 2)
+  if kl_floor is not None:
+    utils.check_real("kl_floor", kl_floor, low=0.0, low_open=True)
+  if not targets:
+    raise ValueError("optimise_bespoke needs at least one (score_fn, log_prob, dim) target.")
+  _, lam_T, lam_top = grid_bounds(sde, n_steps + 1, eps=eps)
+  init = check_timesteps(sde, "custom", init_timesteps, n_steps, eps)
+  # n logits: points lambda_1..lambda_{n-1}, and the gap from lambda_{n-1} to lambda(eps)
+  params = {"theta": logits_of_grid(init, lam_T, lam_top), "log_r": jnp.zeros((n_steps,)),
+            "dw": jnp.zeros((n_steps * (n_steps + 1) // 2,))}
+
+  def unpack(params):
+    lams = jnp.concatenate([jnp.full((1,), lam_T), grid_of_logits(params["theta"], lam_T, lam_top)])
+    ratios, weights = bespoke.split_coefficients(bespoke.dpm_solver_2m_coefficients(lams), n_steps)
+    ratios = ratios * jnp.exp(params["log_r"])
+    coefficients = bespoke.join_coefficients(ratios, weights) + jnp.concatenate(
+        [jnp.zeros((n_steps,)), params["dw"]])
+    return lams[1:], coefficients
+
+  def make_sampler(params, shape):
+    timesteps, coefficients = unpack(params)
+    return bespoke.get_bespoke_sampler(sde, shape, n_steps=n_steps, timesteps=timesteps,
+                                       coefficients=coefficients, eps=eps)
+
+  loss_fn = mean_kl_loss(key, sde, targets, make_sampler, batch_size=batch_size, kl_floor=kl_floor)
+  params, losses = fit_logits(loss_fn, params, n_iters=n_iters, learning_rate=learning_rate)
+  timesteps, coefficients = (np.asarray(v, np.float64) for v in unpack(params))
+  return {"timesteps": [float(v) for v in timesteps], "coefficients": [float(v) for v in coefficients],
+          "loss": losses}
 
 
 def _end_fields(sampler_kwargs: dict) -> dict:
