@@ -10,8 +10,9 @@ d_j = x0_hat(alpha_j y_j, t_j) (Tweedie), the sampler is
 
 with n ratios r_i and n (n + 1) / 2 weights w_ij: n NFE. Every linear multistep solver in data
 prediction (DDIM, DPM-Solver++, UniPC with its corrector) followed by a step to sigma = 0 is one
-point of this family; `dpm_solver_2m_coefficients` gives DPM-Solver++(2M)'s with the "half" last
-step (`schedules.denoise_to_zero`), where a fit starts. The fitted numbers go into a config
+point of this family (`grid_opt.coefficients_of` reads a sampler's weights);
+`dpm_solver_2m_coefficients` gives DPM-Solver++(2M)'s with the "half" last step
+(`schedules.denoise_to_zero`), where a fit starts. The fitted numbers go into a config
 (`method="bespoke"`, `timesteps` = lambda_1..lambda_{n-1}, `coefficients` = r, then w row by row).
 """
 
