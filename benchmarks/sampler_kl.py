@@ -14,6 +14,12 @@
     python benchmarks/sampler_kl.py --section heldout >> $B                              # ~30 min
     python benchmarks/sampler_kl.py --section transfer >> $B
     python benchmarks/sampler_kl.py --section model >> $B                                # trains 2 MLPs
+    python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke 2d default" --nfes 2,3,4,5,6,8 \
+        --grid-iters 1500 >> $B                                                           # ~15 min
+    python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke set" --nfes 2,3,4,5,7 \
+        --grid-iters 800 --bespoke-lr 0.01 >> $B                                          # ~50 min
+    python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke set" --nfes 10 --bespoke-start fast \
+        --grid-iters 600 --bespoke-lr 0.001 >> $B                                         # ~20 min
     python benchmarks/sampler_kl.py --from-jsonl benchmarks/sampler_kl.jsonl --write      # tables + plot
 
 Three ends (`ENDS`): "tweedie", n - 1 solver steps to sigma_edm = 0.1 then the step to sigma = 0
@@ -28,7 +34,8 @@ exact KL on the default mixture alone (the earlier grids had the Tweedie end), "
 Steps' KLUB on the default mixture (`sampling.ays`); "nfe" every sampler on a fixed grid (and the
 fitted grids) at every NFE; "schedules" every sampler and fixed grid at 5, 10, 20 NFE; "heldout" every setting at
 10 NFE on the fitting mixtures and on HELD_OUT ones no grid was fitted on; "transfer" other SDE
-parameters; "model" a trained network's score (learned-score KL at 10 vs 500 NFE). Each prints one
+parameters; "model" a trained network's score (learned-score KL at 10 vs 500 NFE); "bespoke" fits
+bespoke solvers (`sampling.bespoke`, `grid_opt.optimise_bespoke`) per NFE. Each prints one
 JSON line per cell; --write rewrites the "## Samplers: exact KL vs NFE" section of
 benchmarks/RESULTS.md and saves benchmarks/sampler_kl.png (`sampler_kl_report`).
 """
@@ -123,7 +130,8 @@ SAMPLERS = {
 HELDOUT_SETTINGS = (("dpm_solver_2m", "tweedie", "log_snr"), ("dpm_solver_2m", "half", "log_snr"),
                     ("unipc_2", "tweedie", "quadratic"), *((FAST[0], FAST[1], grid) for grid in sampling.SCHEDULES),
                     (FAST[0], FAST[1], "ays"), (FAST[0], FAST[1], "ays sd15"),
-                    ("unipc_2", "tweedie", "fitted 2d default"), (FAST[0], FAST[1], "fitted set"), FAST)
+                    ("unipc_2", "tweedie", "fitted 2d default"), (FAST[0], FAST[1], "fitted set"), FAST,
+                    ("bespoke", "fitted", "bespoke set"))  # the last from section "bespoke"
 
 
 def _bounds(end: str) -> dict:
@@ -138,15 +146,19 @@ def emit(record: dict) -> dict:
 
 def kl_cell(section: str, sde_name: str, sde, target_name: str, label: str, nfe: int, grid: str,
             timesteps=None, *, end: str = "tweedie", score_fn=None, score: str = "oracle",
-            n_batches: int = 4) -> dict:
-  """One KL estimate at the budget nfe (EDM Heun: the odd NFE at most nfe) on a fixed or given grid."""
-  kwargs = dict(SAMPLERS[label], **ENDS[end])
+            n_batches: int = 4, coefficients=None) -> dict:
+  """One KL estimate at the budget nfe (EDM Heun: the odd NFE at most nfe) on a fixed or given grid
+  (label "bespoke": the bespoke solver of timesteps and coefficients)."""
   n_steps = (nfe + 1) // 2 if label == "edm_heun" else nfe  # Heun: 2 n_steps - 1 NFE, <= nfe
   schedule = grid if grid in sampling.SCHEDULES else "custom"
   target = TARGETS[target_name]
   t0 = time.perf_counter()
-  sampler = sampling.get_sampler(sde, (4096, target.dim), n_steps=n_steps, schedule=schedule,
-                                 timesteps=timesteps, **kwargs)
+  if label == "bespoke":  # its own end: timesteps and coefficients of a fit (`bespoke_section`)
+    sampler = sampling.get_sampler(sde, (4096, target.dim), method="bespoke", n_steps=nfe, timesteps=timesteps,
+                                   coefficients=coefficients)
+  else:
+    sampler = sampling.get_sampler(sde, (4096, target.dim), n_steps=n_steps, schedule=schedule,
+                                   timesteps=timesteps, **SAMPLERS[label], **ENDS[end])
   score_fn = target.score_fn(sde) if score_fn is None else score_fn
   out = metrics.sampler_kl(jax.random.key(0), sampler, score_fn, target.log_prob, sde, n_batches=n_batches)
   return emit({"benchmark": "sampler_kl", "section": section, "score": score, "sde": sde_name,
@@ -208,6 +220,55 @@ def grids_section(args) -> None:
       kl_cell("grids", sde_name, SDES[sde_name], "2d default", label, nfe, args.grid, out["timesteps"], end=args.end)
 
 
+BESPOKE_FITS = {"bespoke 2d default": ("2d default",), "bespoke set": FIT_SET}
+BESPOKE_TARGETS = ("2d default", "3d three modes", "3d narrow", "2d ring")  # the "nfe" tables' targets
+
+
+def bespoke_inits(grids: dict, sde_name: str, nfe: int) -> list[list[float]]:
+  """Where the bespoke fits start (the best by training loss is kept; the fit has local minima): the
+  evaluation points of the "fitted set" grid with the "half" end at nfe (its interior points and
+  sigma_end), and n - 1 points at the bin midpoints of [-1, 1] and of [-2, 2.5] in log-SNR."""
+  mid = lambda a, b: list(a + (b - a) * (np.arange(nfe - 1) + 0.5) / (nfe - 1))
+  interior = grids.get(("fitted set", "half", sde_name, nfe))
+  inits = [list(interior) + [float(-np.log(ENDS["half"]["sigma_end"]))]] if interior is not None else []
+  return inits + [mid(-1.0, 1.0), mid(-2.0, 2.5)]
+
+
+def bespoke_section(args, grids: dict) -> None:
+  """Fits a bespoke solver (`grid_opt.optimise_bespoke`) per SDE and NFE on args.bespoke's targets
+  (one mixture: its exact KL; a set: the mean of log(KL + KL_FLOOR)) and measures it at that NFE on
+  the fit targets and BESPOKE_TARGETS (section "nfe") and, at 10 NFE, on every mixture ("heldout"), from
+  65,536 latents (the first 16,384 those of the other cells): the fitted solvers' per-sample terms spread
+  more than the fitted grids', so 16,384 leave a standard error of ~0.35e-3 at a KL of ~0.5e-3."""
+  names = BESPOKE_FITS[args.bespoke]
+  for sde_name in args.sdes:
+    sde = SDES[sde_name]
+    for nfe in args.nfes:
+      fit = [(TARGETS[n].score_fn(sde), TARGETS[n].log_prob, TARGETS[n].dim) for n in names]
+      t0, fits = time.perf_counter(), []
+      starts = [(init, None) for init in bespoke_inits(grids, sde_name, nfe)]
+      if args.bespoke_start == "fast":  # the fast configs' UniPC-3 on its grid (`grid_opt.coefficients_of`)
+        starts = [grid_opt.coefficients_of(sde, n_steps=nfe, **SAMPLERS[FAST[0]], **ENDS[FAST[1]], schedule="custom",
+                                           timesteps=grids[(FAST[2], FAST[1], sde_name, nfe)])]
+      for init, coefficients in starts:
+        out = grid_opt.optimise_bespoke(jax.random.key(1), sde, fit, n_steps=nfe, init_timesteps=init,
+                                        init_coefficients=coefficients, batch_size=2048, n_iters=args.grid_iters,
+                                        learning_rate=args.bespoke_lr, kl_floor=KL_FLOOR if len(names) > 1 else None)
+        fits.append((float(np.mean(out["loss"][-50:])), init, out))
+      loss, init, out = min(fits, key=lambda f: f[0])
+      emit({"benchmark": "sampler_kl_bespoke", "grid": args.bespoke, "sde": sde_name, "nfe": nfe,
+            "start": args.bespoke_start,
+            "fit_targets": list(names), "timesteps": out["timesteps"], "coefficients": out["coefficients"],
+            "train_loss_last50": loss, "init": init, "init_losses": [f[0] for f in fits], "iters": args.grid_iters,
+            "learning_rate": args.bespoke_lr,
+            "seconds": round(time.perf_counter() - t0, 1)})
+      cells = [("nfe", t) for t in dict.fromkeys(list(names) + list(BESPOKE_TARGETS))]
+      cells += [("heldout", t) for t in TARGETS] if nfe == 10 else []
+      for section, target in cells:
+        kl_cell(section, sde_name, sde, target, "bespoke", nfe, args.bespoke, out["timesteps"], end="fitted",
+                coefficients=out["coefficients"], n_batches=16)
+
+
 def load_grids(path: str) -> dict:
   """{(grid, end, sde, nfe): interior log-SNRs} of the fitted grids in the JSON lines (the last one
   wins; lines without "grid" and "end" are the earlier grids, fitted on the default mixture, Tweedie end)."""
@@ -239,6 +300,8 @@ def run_section(args) -> None:
     return grids_section(args)
   if args.section == "model":
     return model_section(args, grids)
+  if args.section == "bespoke":
+    return bespoke_section(args, grids)
   for sde_name in args.sdes:
     sde = SDES[sde_name]
     if args.section == "nfe":
@@ -288,6 +351,29 @@ def model_section(args, grids: dict) -> None:
       for score in ("model", "oracle"):
         kl_cell("model", sde_name, exp.sde, "2d default", label, nfe, grid, timesteps, end=end,
                 score_fn=score_fn if score == "model" else None, score=score)
+    fits = load_bespoke(args.grids)
+    for fit, nfe in BESPOKE_MODEL_CELLS:
+      if (fit, sde_name, nfe) in fits:
+        timesteps, coefficients = fits[(fit, sde_name, nfe)]
+        for score in ("model", "oracle"):
+          kl_cell("model", sde_name, exp.sde, "2d default", "bespoke", nfe, fit, timesteps, end="fitted",
+                  score_fn=score_fn if score == "model" else None, score=score, coefficients=coefficients,
+                  n_batches=16)
+
+
+BESPOKE_MODEL_CELLS = (("bespoke 2d default", 4), ("bespoke 2d default", 6), ("bespoke set", 5))
+
+
+def load_bespoke(path: str) -> dict:
+  """{(fit, sde, nfe): (timesteps, coefficients)} of the bespoke solvers in the JSON lines (the last wins)."""
+  fits = {}
+  if path and os.path.exists(path):
+    for line in open(path):
+      if line.startswith("{"):
+        r = json.loads(line)
+        if r.get("benchmark") == "sampler_kl_bespoke":
+          fits[(r["grid"], r["sde"], r["nfe"])] = (r["timesteps"], r["coefficients"])
+  return fits
 
 
 MODEL_CELLS = ((FAST, 10), ((FAST[0], FAST[1], "fitted set"), 10), (("unipc_2", "tweedie", "fitted 2d default"), 10),
@@ -297,7 +383,13 @@ MODEL_CELLS = ((FAST, 10), ((FAST[0], FAST[1], "fitted set"), 10), (("unipc_2", 
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument("--section", choices=("grids", "nfe", "schedules", "heldout", "transfer", "model"))
+  parser.add_argument("--section", choices=("grids", "nfe", "schedules", "heldout", "transfer", "model",
+                                                "bespoke"))
+  parser.add_argument("--bespoke", default="bespoke 2d default", choices=tuple(BESPOKE_FITS),
+                      help="section bespoke: its fit targets (with --nfes, --grid-iters)")
+  parser.add_argument("--bespoke-lr", type=float, default=0.05, help="section bespoke: Adam's step size")
+  parser.add_argument("--bespoke-start", default="dpm", choices=("dpm", "fast"),
+                      help="section bespoke: DPM-Solver++(2M) on three grids, or the fast configs' UniPC-3 (10 NFE)")
   parser.add_argument("--grid", default="fitted set + network", choices=tuple(FIT_NAMES),
                       help="section grids (with --end)")
   parser.add_argument("--targets", default="2d default", help="section nfe")
