@@ -79,22 +79,34 @@ def test_bespoke_fit_lowers_the_exact_kl_far_below_its_start():
   assert fitted["kl"] + 2 * fitted["se"] < min(0.1 * start["kl"], 0.01), (start, fitted)
 
 
-@pytest.mark.parametrize("method, kwargs", [("unipc", dict(order=3)), ("dpm_solver_2m", {}), ("ddim", {})])
-def test_coefficients_of_a_linear_sampler_reproduce_it(method, kwargs):
+FIELDS = dict(n_steps=6, schedule="custom", timesteps=[-2.0, -0.5, 0.3, 1.5], denoise=True, denoise_step="half",
+              sigma_end=0.05)
+
+
+@pytest.mark.parametrize("method, kwargs, sde_name", [
+    pytest.param("unipc", dict(order=3), "ve", marks=pytest.mark.slow), ("unipc", dict(order=3), "vp"),
+    ("dpm_solver_2m", {}, "vp"), ("ddim", {}, "ve")])
+def test_coefficients_of_a_linear_sampler_reproduce_it(method, kwargs, sde_name):
   """`coefficients_of` reads a linear sampler's weights off one eager run on coefficient vectors: the
   bespoke solver with them is that sampler (UniPC-3 with its corrector, DPM-Solver++(2M), DDIM; half
-  last step), VE and VP, to float32 round-off (measured <= 1.4e-5); a fit started there starts at it."""
-  target = datasets.GaussianMixture()
-  for sde in SDES.values():
-    fields = dict(method=method, n_steps=6, schedule="custom", timesteps=[-2.0, -0.5, 0.3, 1.5], denoise=True,
-                  denoise_step="half", sigma_end=0.05, **kwargs)
-    timesteps, coefficients = grid_opt.coefficients_of(sde, **fields)
-    z = sde.prior_sampling(jax.random.key(0), (256, 2))
-    ref = sampling.get_sampler(sde, (256, 2), **fields)(None, target.score_fn(sde), z)[0]
-    ours = sampling.get_sampler(sde, (256, 2), method="bespoke", n_steps=6, timesteps=timesteps,
-                                coefficients=coefficients)(None, target.score_fn(sde), z)[0]
-    np.testing.assert_allclose(ours, ref, atol=5e-5)
-    np.testing.assert_allclose(timesteps[:4], fields["timesteps"], atol=1e-4)
+  last step) to float32 round-off (measured <= 1.4e-5), at the sampler's own evaluation points."""
+  sde, target = SDES[sde_name], datasets.GaussianMixture()
+  fields = dict(method=method, **FIELDS, **kwargs)
+  timesteps, coefficients = grid_opt.coefficients_of(sde, **fields)
+  z = sde.prior_sampling(jax.random.key(0), (256, 2))
+  ref = sampling.get_sampler(sde, (256, 2), **fields)(None, target.score_fn(sde), z)[0]
+  ours = sampling.get_sampler(sde, (256, 2), method="bespoke", n_steps=6, timesteps=timesteps,
+                              coefficients=coefficients)(None, target.score_fn(sde), z)[0]
+  np.testing.assert_allclose(ours, ref, atol=5e-5)
+  np.testing.assert_allclose(timesteps[:4], FIELDS["timesteps"], atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_bespoke_fit_started_at_a_sampler_starts_there():
+  """One Adam step of size 1e-7 from UniPC-3's weights leaves them in place (the fit's parameters,
+  log-ratios and weight changes against DPM-Solver++(2M) on the same points, invert exactly)."""
+  sde, target = SDES["ve"], datasets.GaussianMixture()
+  timesteps, coefficients = grid_opt.coefficients_of(sde, method="unipc", order=3, **FIELDS)
   out = grid_opt.optimise_bespoke(jax.random.key(0), sde, [(target.score_fn(sde), target.log_prob, 2)], n_steps=6,
                                   init_timesteps=timesteps, init_coefficients=coefficients, batch_size=8,
                                   n_iters=1, learning_rate=1e-7)
