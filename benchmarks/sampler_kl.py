@@ -269,17 +269,19 @@ def bespoke_section(args, grids: dict) -> None:
                 coefficients=out["coefficients"], n_batches=16)
 
 
+def records(path: str, benchmark: str) -> list[dict]:
+  """The JSON lines of one benchmark name in the file at path (none if there is no file)."""
+  if not (path and os.path.exists(path)):
+    return []
+  rows = [json.loads(line) for line in open(path) if line.startswith("{")]
+  return [r for r in rows if r.get("benchmark") == benchmark]
+
+
 def load_grids(path: str) -> dict:
   """{(grid, end, sde, nfe): interior log-SNRs} of the fitted grids in the JSON lines (the last one
   wins; lines without "grid" and "end" are the earlier grids, fitted on the default mixture, Tweedie end)."""
-  grids = {}
-  if path and os.path.exists(path):
-    for line in open(path):
-      if line.startswith("{"):
-        r = json.loads(line)
-        if r.get("benchmark") == "sampler_kl_grid":
-          grids[(r.get("grid", "fitted 2d default"), r.get("end", "tweedie"), r["sde"], r["nfe"])] = r["timesteps"]
-  return grids
+  return {(r.get("grid", "fitted 2d default"), r.get("end", "tweedie"), r["sde"], r["nfe"]): r["timesteps"]
+          for r in records(path, "sampler_kl_grid")}
 
 
 def grid_points(grids: dict, grid: str, sde_name: str, sde, nfe: int, end: str):
@@ -366,14 +368,8 @@ BESPOKE_MODEL_CELLS = (("bespoke 2d default", 4), ("bespoke 2d default", 6), ("b
 
 def load_bespoke(path: str) -> dict:
   """{(fit, sde, nfe): (timesteps, coefficients)} of the bespoke solvers in the JSON lines (the last wins)."""
-  fits = {}
-  if path and os.path.exists(path):
-    for line in open(path):
-      if line.startswith("{"):
-        r = json.loads(line)
-        if r.get("benchmark") == "sampler_kl_bespoke":
-          fits[(r["grid"], r["sde"], r["nfe"])] = (r["timesteps"], r["coefficients"])
-  return fits
+  return {(r["grid"], r["sde"], r["nfe"]): (r["timesteps"], r["coefficients"])
+          for r in records(path, "sampler_kl_bespoke")}
 
 
 MODEL_CELLS = ((FAST, 10), ((FAST[0], FAST[1], "fitted set"), 10), (("unipc_2", "tweedie", "fitted 2d default"), 10),
