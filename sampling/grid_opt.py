@@ -200,7 +200,7 @@ def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
                      init_timesteps: Sequence[float], init_coefficients: Sequence[float] | None = None,
                      batch_size: int = 1024, n_iters: int = 300,
                      learning_rate: float = 0.02, kl_floor: float | None = None,
-                     eps: float = 1e-3, average: float = 0.2) -> dict:
+                     eps: float = 1e-3, average: float = 0.2, free_start: bool = False) -> dict:
   """Fits a bespoke solver (`sampling.bespoke`) with n_steps NFE: its evaluation log-SNRs and all
   its coefficients, by Adam on the mean exact KL over targets (as `optimise_grid`).
 
@@ -212,7 +212,8 @@ def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
   there (e.g. another sampler's, `coefficients_of`; its ratios must be positive). The result
   is the mean of the iterates over the last `average` fraction of the iterations (`fit_logits`): on
   the default mixture at 6 NFE the last iterate measured 0.81e-3 nats where the average of the last
-  20% measured 0.18e-3, with the same latents.
+  20% measured 0.18e-3, with the same latents. With free_start the first evaluation point is fitted
+  too (`bespoke.get_bespoke_sampler`'s start_log_snr): init_timesteps then holds all n points.
 
   Returns:
     {"timesteps": lambda_1..lambda_{n-1}, "coefficients": the flat coefficients (python floats),
@@ -230,36 +231,38 @@ def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
   if not targets:
     raise ValueError("optimise_bespoke needs at least one (score_fn, log_prob, dim) target.")
   _, lam_T, lam_top = grid_bounds(sde, n_steps + 1, eps=eps)
-  init = check_timesteps(sde, "custom", init_timesteps, n_steps, eps)
-  # n logits: points lambda_1..lambda_{n-1}, and the gap from lambda_{n-1} to lambda(eps)
+  init = check_timesteps(sde, "custom", init_timesteps, n_steps + int(free_start), eps)
+  # n (n + 1 with free_start) logits: the points after lambda(T), and the gap up to lambda(eps)
   params = {"theta": logits_of_grid(init, lam_T, lam_top), "log_r": jnp.zeros((n_steps,)),
             "dw": jnp.zeros((n_steps * (n_steps + 1) // 2,))}
   if init_coefficients is not None:
     start = np.asarray(bespoke.check_coefficients(init_coefficients, n_steps), np.float64)
-    base = np.asarray(bespoke.dpm_solver_2m_coefficients(jnp.asarray([lam_T, *init], jnp.float32)), np.float64)
+    base = np.asarray(bespoke.dpm_solver_2m_coefficients(jnp.asarray(([] if free_start else [lam_T]) + list(init),
+                                                                      jnp.float32)), np.float64)
     if np.any(start[:n_steps] <= 0):
       raise ValueError(f"init_coefficients: the ratios {start[:n_steps].tolist()} must be positive.")
     params["log_r"] = jnp.asarray(np.log(start[:n_steps] / base[:n_steps]), jnp.float32)
     params["dw"] = jnp.asarray(start[n_steps:] - base[n_steps:], jnp.float32)
 
   def unpack(params):
-    lams = jnp.concatenate([jnp.full((1,), lam_T), grid_of_logits(params["theta"], lam_T, lam_top)])
+    points = grid_of_logits(params["theta"], lam_T, lam_top)
+    lams = points if free_start else jnp.concatenate([jnp.full((1,), lam_T), points])
     ratios, weights = bespoke.split_coefficients(bespoke.dpm_solver_2m_coefficients(lams), n_steps)
     ratios = ratios * jnp.exp(params["log_r"])
     coefficients = bespoke.join_coefficients(ratios, weights) + jnp.concatenate(
         [jnp.zeros((n_steps,)), params["dw"]])
-    return lams[1:], coefficients
+    return lams, coefficients
 
   def make_sampler(params, shape):
-    timesteps, coefficients = unpack(params)
-    return bespoke.get_bespoke_sampler(sde, shape, n_steps=n_steps, timesteps=timesteps,
-                                       coefficients=coefficients, eps=eps)
+    lams, coefficients = unpack(params)
+    return bespoke.get_bespoke_sampler(sde, shape, n_steps=n_steps, timesteps=lams[1:], coefficients=coefficients,
+                                       start_log_snr=lams[0] if free_start else None, eps=eps)
 
   loss_fn = mean_kl_loss(key, sde, targets, make_sampler, batch_size=batch_size, kl_floor=kl_floor)
   params, losses = fit_logits(loss_fn, params, n_iters=n_iters, learning_rate=learning_rate, average=average)
-  timesteps, coefficients = (np.asarray(v, np.float64) for v in unpack(params))
-  return {"timesteps": [float(v) for v in timesteps], "coefficients": [float(v) for v in coefficients],
-          "loss": losses}
+  lams, coefficients = (np.asarray(v, np.float64) for v in unpack(params))
+  return {"timesteps": [float(v) for v in lams[1:]], "coefficients": [float(v) for v in coefficients],
+          "start_log_snr": float(lams[0]) if free_start else None, "loss": losses}
 
 
 def _end_fields(sampler_kwargs: dict) -> dict:
