@@ -20,6 +20,10 @@
         --grid-iters 800 --bespoke-lr 0.01 >> $B                                          # ~50 min
     python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke set" --nfes 10 --bespoke-start fast \
         --grid-iters 600 --bespoke-lr 0.001 >> $B                                         # ~20 min
+    python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke 2d default, free start" --nfes 2,3,4 \
+        --grid-iters 1500 >> $B
+    python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke set, free start" --nfes 2,3,4,5 \
+        --grid-iters 800 --bespoke-lr 0.01 >> $B
     python benchmarks/sampler_kl.py --from-jsonl benchmarks/sampler_kl.jsonl --write      # tables + plot
 
 Three ends (`ENDS`): "tweedie", n - 1 solver steps to sigma_edm = 0.1 then the step to sigma = 0
@@ -146,7 +150,7 @@ def emit(record: dict) -> dict:
 
 def kl_cell(section: str, sde_name: str, sde, target_name: str, label: str, nfe: int, grid: str,
             timesteps=None, *, end: str = "tweedie", score_fn=None, score: str = "oracle",
-            n_batches: int = 4, coefficients=None) -> dict:
+            n_batches: int = 4, coefficients=None, start_log_snr=None) -> dict:
   """One KL estimate at the budget nfe (EDM Heun: the odd NFE at most nfe) on a fixed or given grid
   (label "bespoke": the bespoke solver of timesteps and coefficients)."""
   n_steps = (nfe + 1) // 2 if label == "edm_heun" else nfe  # Heun: 2 n_steps - 1 NFE, <= nfe
@@ -155,7 +159,7 @@ def kl_cell(section: str, sde_name: str, sde, target_name: str, label: str, nfe:
   t0 = time.perf_counter()
   if label == "bespoke":  # its own end: timesteps and coefficients of a fit (`bespoke_section`)
     sampler = sampling.get_sampler(sde, (4096, target.dim), method="bespoke", n_steps=nfe, timesteps=timesteps,
-                                   coefficients=coefficients)
+                                   coefficients=coefficients, start_log_snr=start_log_snr)
   else:
     sampler = sampling.get_sampler(sde, (4096, target.dim), n_steps=n_steps, schedule=schedule,
                                    timesteps=timesteps, **SAMPLERS[label], **ENDS[end])
@@ -220,15 +224,19 @@ def grids_section(args) -> None:
       kl_cell("grids", sde_name, SDES[sde_name], "2d default", label, nfe, args.grid, out["timesteps"], end=args.end)
 
 
-BESPOKE_FITS = {"bespoke 2d default": ("2d default",), "bespoke set": FIT_SET}
+BESPOKE_FITS = {"bespoke 2d default": ("2d default",), "bespoke set": FIT_SET,
+                "bespoke 2d default, free start": ("2d default",), "bespoke set, free start": FIT_SET}
 BESPOKE_TARGETS = ("2d default", "3d three modes", "3d narrow", "2d ring")  # the "nfe" tables' targets
 
 
-def bespoke_inits(grids: dict, sde_name: str, nfe: int) -> list[list[float]]:
+def bespoke_inits(grids: dict, sde_name: str, nfe: int, free: bool = False) -> list[list[float]]:
   """Where the bespoke fits start (the best by training loss is kept; the fit has local minima): the
   evaluation points of the "fitted set" grid with the "half" end at nfe (its interior points and
-  sigma_end), and n - 1 points at the bin midpoints of [-1, 1] and of [-2, 2.5] in log-SNR."""
-  mid = lambda a, b: list(a + (b - a) * (np.arange(nfe - 1) + 0.5) / (nfe - 1))
+  sigma_end), and n - 1 points at the bin midpoints of [-1, 1] and of [-2, 2.5] in log-SNR (with a free
+  start, n points there)."""
+  mid = lambda a, b, k=nfe - 1: list(a + (b - a) * (np.arange(k) + 0.5) / k)
+  if free:  # all n points are fitted
+    return [mid(-1.0, 1.0, nfe), mid(-2.0, 2.5, nfe)]
   interior = grids.get(("fitted set", "half", sde_name, nfe))
   inits = [list(interior) + [float(-np.log(ENDS["half"]["sigma_end"]))]] if interior is not None else []
   return inits + [mid(-1.0, 1.0), mid(-2.0, 2.5)]
@@ -240,25 +248,27 @@ def bespoke_section(args, grids: dict) -> None:
   the fit targets and BESPOKE_TARGETS (section "nfe") and, at 10 NFE, on every mixture ("heldout"), from
   65,536 latents (the first 16,384 those of the other cells): the fitted solvers' per-sample terms spread
   more than the fitted grids', so 16,384 leave a standard error of ~0.35e-3 at a KL of ~0.5e-3."""
-  names = BESPOKE_FITS[args.bespoke]
+  names, free = BESPOKE_FITS[args.bespoke], args.bespoke.endswith("free start")
   for sde_name in args.sdes:
     sde = SDES[sde_name]
     for nfe in args.nfes:
       fit = [(TARGETS[n].score_fn(sde), TARGETS[n].log_prob, TARGETS[n].dim) for n in names]
       t0, fits = time.perf_counter(), []
-      starts = [(init, None) for init in bespoke_inits(grids, sde_name, nfe)]
+      starts = [(init, None) for init in bespoke_inits(grids, sde_name, nfe, free)]
       if args.bespoke_start == "fast":  # the fast configs' UniPC-3 on its grid (`grid_opt.coefficients_of`)
         starts = [grid_opt.coefficients_of(sde, n_steps=nfe, **SAMPLERS[FAST[0]], **ENDS[FAST[1]], schedule="custom",
                                            timesteps=grids[(FAST[2], FAST[1], sde_name, nfe)])]
       for init, coefficients in starts:
         out = grid_opt.optimise_bespoke(jax.random.key(1), sde, fit, n_steps=nfe, init_timesteps=init,
                                         init_coefficients=coefficients, batch_size=2048, n_iters=args.grid_iters,
-                                        learning_rate=args.bespoke_lr, kl_floor=KL_FLOOR if len(names) > 1 else None)
+                                        learning_rate=args.bespoke_lr, kl_floor=KL_FLOOR if len(names) > 1 else None,
+                                        free_start=free)
         fits.append((float(np.mean(out["loss"][-50:])), init, out))
       loss, init, out = min(fits, key=lambda f: f[0])
       emit({"benchmark": "sampler_kl_bespoke", "grid": args.bespoke, "sde": sde_name, "nfe": nfe,
             "start": args.bespoke_start,
             "fit_targets": list(names), "timesteps": out["timesteps"], "coefficients": out["coefficients"],
+            "start_log_snr": out["start_log_snr"],
             "train_loss_last50": loss, "init": init, "init_losses": [f[0] for f in fits], "iters": args.grid_iters,
             "learning_rate": args.bespoke_lr,
             "seconds": round(time.perf_counter() - t0, 1)})
@@ -266,7 +276,7 @@ def bespoke_section(args, grids: dict) -> None:
       cells += [("heldout", t) for t in TARGETS] if nfe == 10 else []
       for section, target in cells:
         kl_cell(section, sde_name, sde, target, "bespoke", nfe, args.bespoke, out["timesteps"], end="fitted",
-                coefficients=out["coefficients"], n_batches=16)
+                coefficients=out["coefficients"], start_log_snr=out["start_log_snr"], n_batches=16)
 
 
 def records(path: str, benchmark: str) -> list[dict]:
@@ -356,19 +366,20 @@ def model_section(args, grids: dict) -> None:
     fits = load_bespoke(args.grids)
     for fit, nfe in BESPOKE_MODEL_CELLS:
       if (fit, sde_name, nfe) in fits:
-        timesteps, coefficients = fits[(fit, sde_name, nfe)]
+        timesteps, coefficients, start_log_snr = fits[(fit, sde_name, nfe)]
         for score in ("model", "oracle"):
           kl_cell("model", sde_name, exp.sde, "2d default", "bespoke", nfe, fit, timesteps, end="fitted",
                   score_fn=score_fn if score == "model" else None, score=score, coefficients=coefficients,
-                  n_batches=16)
+                  start_log_snr=start_log_snr, n_batches=16)
 
 
 BESPOKE_MODEL_CELLS = (("bespoke 2d default", 4), ("bespoke 2d default", 6), ("bespoke set", 5))
 
 
 def load_bespoke(path: str) -> dict:
-  """{(fit, sde, nfe): (timesteps, coefficients)} of the bespoke solvers in the JSON lines (the last wins)."""
-  return {(r["grid"], r["sde"], r["nfe"]): (r["timesteps"], r["coefficients"])
+  """{(fit, sde, nfe): (timesteps, coefficients, start_log_snr)} of the bespoke solvers in the JSON lines
+  (the last wins)."""
+  return {(r["grid"], r["sde"], r["nfe"]): (r["timesteps"], r["coefficients"], r.get("start_log_snr"))
           for r in records(path, "sampler_kl_bespoke")}
 
 
