@@ -17,7 +17,7 @@ SDES = {"ve": sde_lib.VESDE(sigma_min=0.01, sigma_max=100.0, N=500),
 MIX = datasets.GaussianMixture(means=[[-1.0], [1.5]], covs=[[[0.3]], [[0.6]]], weights=[0.6, 0.4])
 
 
-@pytest.mark.parametrize("sde_name", ["ve", "vp"])
+@pytest.mark.parametrize("sde_name", ["ve", pytest.param("vp", marks=pytest.mark.slow)])
 def test_dpm_solver_2m_coefficients_reproduce_dpm_solver_2m(sde_name):
   """With `dpm_solver_2m_coefficients` on DPM-Solver++(2M)'s own evaluation points (custom grid, half
   last step, no lower order at the end) the bespoke solver is that sampler, to float32 round-off."""
@@ -88,7 +88,7 @@ FIELDS = dict(n_steps=6, schedule="custom", timesteps=[-2.0, -0.5, 0.3, 1.5], de
 
 @pytest.mark.parametrize("method, kwargs, sde_name", [
     pytest.param("unipc", dict(order=3), "ve", marks=pytest.mark.slow), ("unipc", dict(order=3), "vp"),
-    ("dpm_solver_2m", {}, "vp"), ("ddim", {}, "ve")])
+    pytest.param("dpm_solver_2m", {}, "vp", marks=pytest.mark.slow), ("ddim", {}, "ve")])
 def test_coefficients_of_a_linear_sampler_reproduce_it(method, kwargs, sde_name):
   """`coefficients_of` reads a linear sampler's weights off one eager run on coefficient vectors: the
   bespoke solver with them is that sampler (UniPC-3 with its corrector, DPM-Solver++(2M), DDIM; half
