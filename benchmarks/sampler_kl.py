@@ -373,7 +373,8 @@ def model_section(args, grids: dict) -> None:
                   start_log_snr=start_log_snr, n_batches=16)
 
 
-BESPOKE_MODEL_CELLS = (("bespoke 2d default", 4), ("bespoke 2d default", 6), ("bespoke set", 5))
+BESPOKE_MODEL_CELLS = (("bespoke 2d default", 4), ("bespoke 2d default", 6), ("bespoke set", 5),
+                       ("bespoke 2d default, free start", 3), ("bespoke 2d default, free start", 4))
 
 
 def load_bespoke(path: str) -> dict:

@@ -261,14 +261,14 @@ of such a fit rattles across the valley (on the default mixture at 6 NFE it meas
 the default mixture alone and "bespoke set" on the four fitting mixtures; neither saw the held-out ones.
 The "bespoke set" at 10 NFE instead starts from the fast configs' UniPC-3 weights (`grid_opt.coefficients_of`,
 600 Adam steps at 0.001): on the held-out mixtures it moves the fast configs' 3.2-8.3e-3 to 2.7-8.6e-3
-(3d close 2.65e-3 with VE; the ring stays at 7.5-8.6e-3), so the fast configs keep UniPC-3. With the
-trained network (the "model" rows) the exact-score bespoke fits do not carry over at 4-5 NFE (0.05-0.34
-nats against a model floor of ~0.002): their weights are tuned to the exact x0_hat at a few noise levels,
-where the network's error is largest; at 6 NFE the default-mixture fit gives 0.0021 (VE) and 0.013 (VP).
-A bespoke solver for a trained model needs the network in its fit, as the fast configs' grids have.
+(3d close 2.65e-3 with VE; the ring stays at 7.5-8.6e-3), so the fast configs keep UniPC-3.
 "free start" fits also fit the first evaluation point (`start_log_snr`): the model's output at T says
 almost nothing about the data, so the prior latent is rescaled to a lower noise level and evaluated there
-first, which is worth about one NFE at 2-5 NFE."""
+first, which is worth about one NFE at 2-5 NFE. It also removes the evaluation where a learned x0_hat errs
+most (by sigma^2 times the score's error): the free-start fits on the default mixture carry over to the
+trained networks, 2.2-2.9e-3 nats at 3 NFE and 1.7-1.9e-3 at 4 NFE against the networks' own 1.7-2.1e-3
+at 500 NFE (configs/{{ve,vp}}_gmm_bespoke.py sample with the 4-NFE ones). The fits with the first evaluation
+at T do not carry over at 4-5 NFE (0.05-0.34 nats)."""
 
 
 def report(rows) -> str:
