@@ -87,7 +87,8 @@ FIELDS = dict(n_steps=6, schedule="custom", timesteps=[-2.0, -0.5, 0.3, 1.5], de
 
 
 @pytest.mark.parametrize("method, kwargs, sde_name", [
-    pytest.param("unipc", dict(order=3), "ve", marks=pytest.mark.slow), ("unipc", dict(order=3), "vp"),
+    pytest.param("unipc", dict(order=3), "ve", marks=pytest.mark.slow),
+    pytest.param("unipc", dict(order=3), "vp", marks=pytest.mark.slow),
     pytest.param("dpm_solver_2m", {}, "vp", marks=pytest.mark.slow), ("ddim", {}, "ve")])
 def test_coefficients_of_a_linear_sampler_reproduce_it(method, kwargs, sde_name):
   """`coefficients_of` reads a linear sampler's weights off one eager run on coefficient vectors: the
