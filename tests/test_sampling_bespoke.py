@@ -17,7 +17,8 @@ SDES = {"ve": sde_lib.VESDE(sigma_min=0.01, sigma_max=100.0, N=500),
 MIX = datasets.GaussianMixture(means=[[-1.0], [1.5]], covs=[[[0.3]], [[0.6]]], weights=[0.6, 0.4])
 
 
-@pytest.mark.parametrize("sde_name", ["ve", pytest.param("vp", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("sde_name", ["ve", "vp"])
 def test_dpm_solver_2m_coefficients_reproduce_dpm_solver_2m(sde_name):
   """With `dpm_solver_2m_coefficients` on DPM-Solver++(2M)'s own evaluation points (custom grid, half
   last step, no lower order at the end) the bespoke solver is that sampler, to float32 round-off."""
