@@ -75,11 +75,11 @@ def fit_logits(loss_fn: Callable[[Array, Array], Array], theta: Array, *, n_iter
   first, mean = n_iters - max(int(average * n_iters), 1), None
   for i in range(n_iters):
     theta, opt_state, loss = update(theta, opt_state, i)
-    losses.append(float(loss))
+    losses.append(loss)  # kept on the device: no host sync per iteration
     if average and i >= first:
       k = i - first + 1
       mean = theta if mean is None else jax.tree.map(lambda m, t: m + (t - m) / k, mean, theta)
-  return (mean if average else theta), losses
+  return (mean if average else theta), [float(v) for v in jax.device_get(losses)]
 
 
 def optimise_grid(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget], *, method: str = "unipc",
