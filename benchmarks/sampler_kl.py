@@ -251,8 +251,8 @@ def bespoke_section(args, grids: dict) -> None:
   names, free = BESPOKE_FITS[args.bespoke], args.bespoke.endswith("free start")
   for sde_name in args.sdes:
     sde = SDES[sde_name]
+    fit = [(TARGETS[n].score_fn(sde), TARGETS[n].log_prob, TARGETS[n].dim) for n in names]
     for nfe in args.nfes:
-      fit = [(TARGETS[n].score_fn(sde), TARGETS[n].log_prob, TARGETS[n].dim) for n in names]
       t0, fits = time.perf_counter(), []
       starts = [(init, None) for init in bespoke_inits(grids, sde_name, nfe, free)]
       if args.bespoke_start == "fast":  # the fast configs' UniPC-3 on its grid (`grid_opt.coefficients_of`)

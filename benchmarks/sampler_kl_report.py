@@ -254,7 +254,7 @@ weights; DDIM, DPM-Solver++ and UniPC with its corrector are points of this fami
 (`grid_opt.coefficients_of` reads their weights off one run on coefficient vectors; tests check that the
 solver rebuilt from them is the sampler). `grid_opt.optimise_bespoke` fits the evaluation points and all
 n + n (n + 1) / 2 weights to the exact KL, starting from DPM-Solver++(2M) with the half step (three starts
-per NFE, the best by training loss kept), 1,500 Adam steps of 2,048 latents at step size 0.05 for one
+per NFE, two with a free start, the best by training loss kept), 1,500 Adam steps of 2,048 latents at step size 0.05 for one
 mixture and 800 at 0.01 for the set, and returns the mean of the last 20% of the iterates: the last iterate
 of such a fit rattles across the valley (on the default mixture at 6 NFE it measured 0.81e-3 nats against
 0.18e-3 for the average, same latents). Their cells use 65,536 latents. "bespoke 2d default" is fitted on
