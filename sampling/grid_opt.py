@@ -196,6 +196,23 @@ def coefficients_of(sde: sde_lib.SDE, method: str, n_steps: int, **fields) -> tu
   return [float(v) for v in lams], [float(v) for v in np.concatenate([ratios, weights[rows, cols]])]
 
 
+def with_free_start(sde: sde_lib.SDE, timesteps: Sequence[float], coefficients: Sequence[float],
+                    shift: float = 0.1) -> tuple[list, list]:
+  """(points, coefficients) of a free-start bespoke solver next to one whose first evaluation is at T:
+  the first point moves to lambda(T) + shift, where the prior latent is scaled by e^-shift
+  (`bespoke.bespoke_solve`), and r_0 by e^shift, so every later state is unchanged and only the first
+  evaluation's noise level moves (a start for `optimise_bespoke(free_start=True)`; the fit's points
+  must lie strictly after lambda(T)).
+
+  Raises:
+    ValueError: shift not positive.
+  """
+  utils.check_real("shift", shift, low=0.0, low_open=True)
+  lam_T = float(sde.log_snr(jnp.full((1,), sde.T, jnp.float32))[0])
+  coefficients = [float(v) for v in coefficients]
+  return [lam_T + shift] + [float(v) for v in timesteps], [coefficients[0] * float(np.exp(shift))] + coefficients[1:]
+
+
 def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget], *, n_steps: int,
                      init_timesteps: Sequence[float], init_coefficients: Sequence[float] | None = None,
                      batch_size: int = 1024, n_iters: int = 300,

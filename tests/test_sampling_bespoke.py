@@ -118,6 +118,33 @@ def test_a_bespoke_fit_started_at_a_sampler_starts_there():
   np.testing.assert_allclose(out["coefficients"], coefficients, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("sde_name", ["ve", pytest.param("vp", marks=pytest.mark.slow)])
+def test_with_free_start_keeps_every_state_after_the_first_evaluation(sde_name):
+  """`with_free_start` moves the first evaluation to lambda(T) + shift on the prior scaled by e^-shift
+  and scales r_0 by e^shift: with a model whose x0_hat is a constant (so the noise level of an
+  evaluation does not matter) the free-start solver is the original one exactly, for any shift."""
+  sde = SDES[sde_name]
+  fields = dict(method="ddim", n_steps=4, schedule="log_snr", denoise=True, denoise_step="half", sigma_end=0.05)
+  timesteps, coefficients = grid_opt.coefficients_of(sde, **fields)
+  points, shifted = grid_opt.with_free_start(sde, timesteps, coefficients, shift=0.5)
+  lam_T = float(sde.log_snr(jnp.full((1,), sde.T))[0])
+  assert points[0] == pytest.approx(lam_T + 0.5) and points[1:] == timesteps and shifted[1:] == coefficients[1:]
+  c = jnp.array([0.7, -1.2])
+
+  def score_fn(x, t):  # x0_hat(x, t) = c for every x and t
+    alpha, sigma = sde.marginal_coeffs(t)
+    return (alpha[:, None] * c - x) / sigma[:, None] ** 2
+
+  z = sde.prior_sampling(jax.random.key(0), (64, 2))
+  ref = sampling.get_sampler(sde, (64, 2), method="bespoke", n_steps=4, timesteps=timesteps,
+                             coefficients=coefficients)(None, score_fn, z)[0]
+  free = sampling.get_sampler(sde, (64, 2), method="bespoke", n_steps=4, timesteps=points[1:], coefficients=shifted,
+                              start_log_snr=points[0])(None, score_fn, z)[0]
+  np.testing.assert_allclose(free, ref, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="shift"):
+    grid_opt.with_free_start(sde, timesteps, coefficients, shift=0.0)
+
+
 def test_coefficients_of_rejects_a_sampler_that_is_not_one_pass():
   with pytest.raises(ValueError, match="not a bespoke solver"):
     grid_opt.coefficients_of(SDES["ve"], "edm_heun", 3, schedule="log_snr")
