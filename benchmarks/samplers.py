@@ -44,7 +44,6 @@ import numpy as np  # noqa: E402
 import metrics  # noqa: E402
 import run_lib  # noqa: E402
 import sampling  # noqa: E402
-import sde_lib  # noqa: E402
 
 CONFIGS = ("ve_gmm", "vp_gmm")
 SIGMA_END = 0.1  # the end noise level (sigma_edm) of the "+denoise" sampler
