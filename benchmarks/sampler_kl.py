@@ -67,7 +67,8 @@ NFES = (2, 3, 4, 5, 6, 8, 10, 15, 20, 50)
 GRID_NFES = (2, 3, 4, 5, 6, 7, 8, 10, 15)
 ENDS = {"tweedie": dict(denoise=True, sigma_end=0.1), "direct": dict(denoise=False, sigma_end=0.1),
         "half": dict(denoise=True, denoise_step="half", sigma_end=0.05)}
-FAST = ("unipc_3", "half", "fitted set + network")  # configs/*_gmm_fast.py: sampler, end, grid at 10 NFE
+UNIPC_FAST = ("unipc_3", "half", "fitted set + network")  # the earlier fast configs: sampler, end, grid at 10 NFE
+FAST = ("bespoke", "fitted", "bespoke set + network, free start")  # configs/*_gmm_fast.py at 10 NFE
 KL_FLOOR = 1e-3  # the fit minimises the mean over FIT_SET of log(KL + KL_FLOOR) (`grid_opt.optimise_grid`)
 FIT_SEED = 1  # "fitted set + network" also fits a network trained by configs/{ve,vp}_gmm.py with this seed;
 EVAL_SEED = 0  # the "model" section measures the network of the configs' own seed, which no grid saw
@@ -100,6 +101,10 @@ TARGETS = {
                               [[0.4, 0.15, 0.1], [0.5, 0.5, 0.2], [0.3, 0.12, 0.12], [0.25, 0.25, 0.25]],
                               [0.3, 0.3, 0.2, 0.2], 12),
     "fit 3d broad": _mixture([[0.0, 0.0, 0.0], [2.5, 1.0, -1.0]], [[1.5, 1.0, 0.5], [0.8, 0.8, 0.8]], [0.6, 0.4], 13),
+    # a fit target of the "wide set" bespoke fit only (WIDE_SET): many isotropic narrow modes
+    "fit 2d circle": datasets.GaussianMixture(means=[[2.5 * np.cos(a), 2.5 * np.sin(a)]
+                                                     for a in np.arange(8) * np.pi / 4],
+                                              covs=[[[0.0225, 0.0], [0.0, 0.0225]]] * 8, weights=[1.0 / 8] * 8),
     # ... and measured on these, which no grid was fitted on (HELD_OUT)
     "2d four modes": _mixture([[-2.0, 0.0], [2.0, 0.5], [0.0, 2.5], [0.5, -2.5]],
                               [[0.6, 0.2], [0.4, 0.4], [0.8, 0.3], [0.3, 0.15]], [0.3, 0.3, 0.2, 0.2], 1),
@@ -115,7 +120,8 @@ FIT_SET = ("2d default", "fit 2d narrow", "fit 3d narrow", "fit 3d broad")
 FIT_NAMES = {"fitted set": list(FIT_SET),  # the fitted grids' targets
              "fitted set + network": list(FIT_SET) + [f"2d default, network seed {FIT_SEED}"],
              "fitted 2d default": ["2d default"], "ays": ["2d default"]}
-HELD_OUT = tuple(name for name in TARGETS if name not in FIT_SET)
+WIDE_SET = FIT_SET + ("fit 2d circle",)
+HELD_OUT = tuple(name for name in TARGETS if name not in WIDE_SET)
 
 SAMPLERS = {
     "ddim": dict(method="ddim"),
@@ -127,15 +133,19 @@ SAMPLERS = {
     "unipc_2_bh1": dict(method="unipc", order=2, variant="bh1"),
 }
 
-# (sampler, end, grid) at 10 NFE in the held-out table: the earlier fast setting, DPM-Solver++(2M)
-# with the fast configs' end, the best fixed grid on the default mixture (both SDEs, "schedules"),
-# the fast configs' sampler and end on every fixed grid and on the AYS grids, the earlier fitted
-# grid and the fast configs' setting.
+# (sampler, end, grid) at 10 NFE in the held-out table: the earliest fast setting, DPM-Solver++(2M)
+# with the "half" end, the best fixed grid on the default mixture (both SDEs, "schedules"), UniPC-3
+# with the "half" end on every fixed grid and on the AYS grids, the first fitted grid, the fitted
+# grids of the earlier fast configs, and the bespoke fits at 10 NFE (their cells come from section
+# "bespoke"), the fast configs' among them.
 HELDOUT_SETTINGS = (("dpm_solver_2m", "tweedie", "log_snr"), ("dpm_solver_2m", "half", "log_snr"),
-                    ("unipc_2", "tweedie", "quadratic"), *((FAST[0], FAST[1], grid) for grid in sampling.SCHEDULES),
-                    (FAST[0], FAST[1], "ays"), (FAST[0], FAST[1], "ays sd15"),
-                    ("unipc_2", "tweedie", "fitted 2d default"), (FAST[0], FAST[1], "fitted set"), FAST,
-                    ("bespoke", "fitted", "bespoke set"))  # the last from section "bespoke"
+                    ("unipc_2", "tweedie", "quadratic"),
+                    *((UNIPC_FAST[0], UNIPC_FAST[1], grid) for grid in sampling.SCHEDULES),
+                    (UNIPC_FAST[0], UNIPC_FAST[1], "ays"), (UNIPC_FAST[0], UNIPC_FAST[1], "ays sd15"),
+                    ("unipc_2", "tweedie", "fitted 2d default"), (UNIPC_FAST[0], UNIPC_FAST[1], "fitted set"),
+                    UNIPC_FAST,
+                    ("bespoke", "fitted", "bespoke set"), ("bespoke", "fitted", "bespoke set + network, free start"),
+                    ("bespoke", "fitted", "bespoke wide set + network, free start"))
 
 
 def _bounds(end: str) -> dict:
@@ -190,7 +200,7 @@ def trained_score(sde_name: str, seed: int, workdir: str):
 
 
 def fit_grid(grid: str, end: str, sde_name: str, nfe: int, iters: int, workdir: str) -> dict:
-  """A log-SNR grid for FAST's sampler with `end`: "fitted set" (mean log exact KL over FIT_SET with
+  """A log-SNR grid for UNIPC_FAST's sampler with `end`: "fitted set" (mean log exact KL over FIT_SET with
   the exact score), "fitted set + network" (the same and the default mixture with the FIT_SEED
   network), "fitted 2d default" (exact KL on the default mixture) or "ays" (the KLUB on the default
   mixture)."""
@@ -206,11 +216,11 @@ def fit_grid(grid: str, end: str, sde_name: str, nfe: int, iters: int, workdir: 
   init = np.linspace(-3.0, lam_end, n_solver + 1)[1:-1]  # uniform in log-SNR above -3
   return grid_opt.optimise_grid(jax.random.key(1), sde, fit, n_steps=nfe, batch_size=2048, n_iters=iters,
                                 learning_rate=0.02, init=init, kl_floor=KL_FLOOR if grid.startswith("fitted set") else None,
-                                **SAMPLERS[FAST[0]], **ENDS[end])
+                                **SAMPLERS[UNIPC_FAST[0]], **ENDS[end])
 
 
 def grids_section(args) -> None:
-  label = FAST[0]
+  label = UNIPC_FAST[0]
   for sde_name in args.sdes:
     for nfe in args.nfes:
       if nfe - int(ENDS[args.end].get("denoise", False)) < 2:  # one solver step: nothing to fit
@@ -225,7 +235,12 @@ def grids_section(args) -> None:
 
 
 BESPOKE_FITS = {"bespoke 2d default": ("2d default",), "bespoke set": FIT_SET,
-                "bespoke 2d default, free start": ("2d default",), "bespoke set, free start": FIT_SET}
+                "bespoke 2d default, free start": ("2d default",), "bespoke set, free start": FIT_SET,
+                "bespoke set + network, free start": FIT_SET,  # and the FIT_SEED network (as the fast grids)
+                "bespoke wide set + network, free start": WIDE_SET,
+                # fitted on the mixture they are measured on, as Shaul et al. fit one solver per model
+                "bespoke 3d narrow, free start": ("3d narrow",), "bespoke 2d ring, free start": ("2d ring",)}
+FREE_START_SHIFT = 0.1  # a free-start fit from a solver that evaluates at T first starts at lambda(T) + this
 BESPOKE_TARGETS = ("2d default", "3d three modes", "3d narrow", "2d ring")  # the "nfe" tables' targets
 
 
@@ -242,6 +257,14 @@ def bespoke_inits(grids: dict, sde_name: str, nfe: int, free: bool = False) -> l
   return inits + [mid(-1.0, 1.0), mid(-2.0, 2.5)]
 
 
+def fast_start(sde, nfe: int, timesteps, free: bool) -> tuple[list, list]:
+  """(points, coefficients) of the fast configs' UniPC-3 on its grid at nfe (`grid_opt.coefficients_of`;
+  with a free start `grid_opt.with_free_start`, the first point at lambda(T) + FREE_START_SHIFT)."""
+  lams, coefficients = grid_opt.coefficients_of(sde, n_steps=nfe, **SAMPLERS[UNIPC_FAST[0]], **ENDS[UNIPC_FAST[1]],
+                                                schedule="custom", timesteps=timesteps)
+  return grid_opt.with_free_start(sde, lams, coefficients, FREE_START_SHIFT) if free else (lams, coefficients)
+
+
 def bespoke_section(args, grids: dict) -> None:
   """Fits a bespoke solver (`grid_opt.optimise_bespoke`) per SDE and NFE on args.bespoke's targets
   (one mixture: its exact KL; a set: the mean of log(KL + KL_FLOOR)) and measures it at that NFE on
@@ -252,12 +275,14 @@ def bespoke_section(args, grids: dict) -> None:
   for sde_name in args.sdes:
     sde = SDES[sde_name]
     fit = [(TARGETS[n].score_fn(sde), TARGETS[n].log_prob, TARGETS[n].dim) for n in names]
+    if "+ network" in args.bespoke:
+      default = TARGETS["2d default"]
+      fit.append((trained_score(sde_name, FIT_SEED, args.workdir)[1], default.log_prob, default.dim))
     for nfe in args.nfes:
       t0, fits = time.perf_counter(), []
       starts = [(init, None) for init in bespoke_inits(grids, sde_name, nfe, free)]
       if args.bespoke_start == "fast":  # the fast configs' UniPC-3 on its grid (`grid_opt.coefficients_of`)
-        starts = [grid_opt.coefficients_of(sde, n_steps=nfe, **SAMPLERS[FAST[0]], **ENDS[FAST[1]], schedule="custom",
-                                           timesteps=grids[(FAST[2], FAST[1], sde_name, nfe)])]
+        starts = [fast_start(sde, nfe, grids[(UNIPC_FAST[2], UNIPC_FAST[1], sde_name, nfe)], free)]
       for init, coefficients in starts:
         out = grid_opt.optimise_bespoke(jax.random.key(1), sde, fit, n_steps=nfe, init_timesteps=init,
                                         init_coefficients=coefficients, batch_size=2048, n_iters=args.grid_iters,
@@ -267,7 +292,8 @@ def bespoke_section(args, grids: dict) -> None:
       loss, init, out = min(fits, key=lambda f: f[0])
       emit({"benchmark": "sampler_kl_bespoke", "grid": args.bespoke, "sde": sde_name, "nfe": nfe,
             "start": args.bespoke_start,
-            "fit_targets": list(names), "timesteps": out["timesteps"], "coefficients": out["coefficients"],
+            "fit_targets": list(names) + FIT_NAMES["fitted set + network"][-1:] * ("+ network" in args.bespoke),
+            "timesteps": out["timesteps"], "coefficients": out["coefficients"],
             "start_log_snr": out["start_log_snr"],
             "train_loss_last50": loss, "init": init, "init_losses": [f[0] for f in fits], "iters": args.grid_iters,
             "learning_rate": args.bespoke_lr,
@@ -324,12 +350,12 @@ def run_section(args) -> None:
               for target in args.targets:
                 kl_cell("nfe", sde_name, sde, target, label, nfe, schedule, end=args.end)
       fitted = sorted({(g, e) for g, e, s, _ in grids if s == sde_name and (g, e) != ("fitted 2d default", "tweedie")})
-      for grid, end in fitted + [("ays sd15", FAST[1])]:
+      for grid, end in fitted + [("ays sd15", UNIPC_FAST[1])]:
         for nfe in GRID_NFES:
           timesteps, ok = grid_points(grids, grid, sde_name, sde, nfe, end)
           if ok and args.end == end:
             for target in args.targets:
-              kl_cell("nfe", sde_name, sde, target, FAST[0], nfe, grid, timesteps, end=end)
+              kl_cell("nfe", sde_name, sde, target, UNIPC_FAST[0], nfe, grid, timesteps, end=end)
     if args.section == "schedules":
       for label in args.samplers:
         for schedule in sampling.SCHEDULES:
@@ -345,7 +371,7 @@ def run_section(args) -> None:
     if args.section == "transfer":  # the base SDE's grids on other SDE parameters
       for name, (base, s) in SDE_VARIANTS.items():
         for target in ("2d default", "3d three modes", "3d narrow"):
-          for label, end, grid in (HELDOUT_SETTINGS[0], HELDOUT_SETTINGS[2], FAST):
+          for label, end, grid in (HELDOUT_SETTINGS[0], HELDOUT_SETTINGS[2], UNIPC_FAST):
             if base == sde_name:
               kl_cell("transfer", name, s, target, label, 10, grid,
                       grid_points(grids, grid, sde_name, sde, 10, end)[0], end=end)
@@ -358,14 +384,14 @@ def model_section(args, grids: dict) -> None:
   is the model's."""
   for sde_name in args.sdes:
     exp, score_fn = trained_score(sde_name, EVAL_SEED, args.workdir)
-    for (label, end, grid), nfe in MODEL_CELLS:
+    for (label, end, grid), nfe in () if args.bespoke_only else MODEL_CELLS:
       timesteps = grid_points(grids, grid, sde_name, exp.sde, nfe, end)[0]
       for score in ("model", "oracle"):
         kl_cell("model", sde_name, exp.sde, "2d default", label, nfe, grid, timesteps, end=end,
                 score_fn=score_fn if score == "model" else None, score=score)
     fits = load_bespoke(args.grids)
     for fit, nfe in BESPOKE_MODEL_CELLS:
-      if (fit, sde_name, nfe) in fits:
+      if (fit, sde_name, nfe) in fits and (not args.bespoke_only or fit in args.bespoke_only.split(";")):
         timesteps, coefficients, start_log_snr = fits[(fit, sde_name, nfe)]
         for score in ("model", "oracle"):
           kl_cell("model", sde_name, exp.sde, "2d default", "bespoke", nfe, fit, timesteps, end="fitted",
@@ -374,7 +400,8 @@ def model_section(args, grids: dict) -> None:
 
 
 BESPOKE_MODEL_CELLS = (("bespoke 2d default", 4), ("bespoke 2d default", 6), ("bespoke set", 5),
-                       ("bespoke 2d default, free start", 3), ("bespoke 2d default, free start", 4))
+                       ("bespoke 2d default, free start", 3), ("bespoke 2d default, free start", 4),
+                       ("bespoke set + network, free start", 10), ("bespoke wide set + network, free start", 10))
 
 
 def load_bespoke(path: str) -> dict:
@@ -384,7 +411,8 @@ def load_bespoke(path: str) -> dict:
           for r in records(path, "sampler_kl_bespoke")}
 
 
-MODEL_CELLS = ((FAST, 10), ((FAST[0], FAST[1], "fitted set"), 10), (("unipc_2", "tweedie", "fitted 2d default"), 10),
+MODEL_CELLS = ((UNIPC_FAST, 10), ((UNIPC_FAST[0], UNIPC_FAST[1], "fitted set"), 10),
+               (("unipc_2", "tweedie", "fitted 2d default"), 10),
                (HELDOUT_SETTINGS[0], 10),
                (("unipc_2", "tweedie", "log_snr"), 10), (("unipc_2", "tweedie", "log_snr"), 500))
 
@@ -398,6 +426,8 @@ def main():
   parser.add_argument("--bespoke-lr", type=float, default=0.05, help="section bespoke: Adam's step size")
   parser.add_argument("--bespoke-start", default="dpm", choices=("dpm", "fast"),
                       help="section bespoke: DPM-Solver++(2M) on three grids, or the fast configs' UniPC-3 (10 NFE)")
+  parser.add_argument("--bespoke-only", default="",
+                      help="section model: only these bespoke fits' cells (names separated by ';')")
   parser.add_argument("--grid", default="fitted set + network", choices=tuple(FIT_NAMES),
                       help="section grids (with --end)")
   parser.add_argument("--targets", default="2d default", help="section nfe")
