@@ -673,7 +673,8 @@ def test_fast_configs_build_and_trajectory_plots_need_a_pc_sampler():
   from configs import ve_gmm_fast, vp_gmm_fast
 
   for module in (ve_gmm_fast, vp_gmm_fast):
-    assert run_lib.build(module.get_config()).config.sampling.denoise
+    sampling_config = run_lib.build(module.get_config()).config.sampling
+    assert sampling_config.method == "bespoke" and sampling_config.n_steps == 10
   config = ve_gmm_fast.get_config()
   config.eval.n_trajectory = 50
   with pytest.raises(ValueError, match="eval.n_trajectory=50"):
@@ -729,7 +730,7 @@ def _energy_ratio(config_name, n_seeds=3, n_refs=2, **sampler_kwargs):
   return float(np.mean(eds)) / floor
 
 
-# The earlier fast configuration (configs/*_gmm_fast.py now use UniPC on a fitted grid, tested by KL
+# The earliest fast configuration (configs/*_gmm_fast.py now use a fitted bespoke solver, tested by KL
 # below): DPM-Solver++(2M) on the uniform log-SNR grid
 # down to sigma_edm = 0.1, then the step to sigma = 0, 10 NFE in all. Measured (seeds 0, 1, 2):
 # ve_gmm 1.62 [1.21, 0.90, 2.75], vp_gmm 1.44 [1.04, 0.84, 2.44] x floor (without the denoising
@@ -1039,10 +1040,11 @@ def test_ays_published_grid_and_fit():
 @pytest.mark.parametrize("config_name", ["ve_gmm_fast", "vp_gmm_fast"])
 def test_must_show_fast_configs_reach_kl_0003_with_the_exact_score(config_name):
   """Must-show: the *_gmm_fast sampling group (<= 10 NFE) with the exact score has exact KL <= 0.003
-  nats (4,096 latents, the estimate + 2 SE) on a 3-D mixture its grid was not fitted on (every
-  mixture, fitted on and held out, in benchmarks/RESULTS.md, "Samplers: exact KL vs NFE"; on modes
-  of standard deviation 0.1-0.2 it is not met, see the next test). The earlier DPM-Solver++(2M),
-  log-SNR grid, Tweedie end: 0.0042 +- 0.0011 (VE) and 0.0054 +- 0.0012 (VP) at 8,192 latents."""
+  nats (4,096 latents, the estimate + 2 SE) on a 3-D mixture its solver was not fitted on (measured
+  0.00019 +- 0.00023 (VE), 0.00036 +- 0.00040 (VP); every mixture, fitted on and held out, in
+  benchmarks/RESULTS.md, "Samplers: exact KL vs NFE"; on modes of standard deviation 0.1-0.2 it is
+  not met everywhere, see the next test). The earliest DPM-Solver++(2M), log-SNR grid, Tweedie end:
+  0.0042 +- 0.0011 (VE) and 0.0054 +- 0.0012 (VP) at 8,192 latents."""
   config = importlib.import_module(f"configs.{config_name}").get_config()
   sde = sde_lib.get_sde(**config.sde)
   target = MIX3
@@ -1061,15 +1063,15 @@ NARROW3 = datasets.GaussianMixture(  # modes of standard deviation 0.1-0.6 (benc
 @pytest.mark.slow
 @pytest.mark.parametrize("config_name", ["ve_gmm_fast", "vp_gmm_fast"])
 def test_fast_configs_on_narrow_modes_stay_near_their_measured_kl(config_name):
-  """Where the must-show bound is NOT met: on modes of standard deviation 0.1 the fast configs' 10 NFE
-  give 0.0045 +- 0.0019 (VE) and 0.0052 +- 0.0020 (VP) nats at 4,096 latents (0.004-0.008 on the
-  benchmark's narrow mixtures at 16,384; KL vs NFE there falls ~2.5x per 2 NFE, so ~12 NFE reach
-  0.003). A regression guard at 0.015, not the goal."""
+  """On modes of standard deviation 0.1 the fast configs' 10 NFE give 0.0027 +- 0.0015 (VE) and
+  0.0026 +- 0.0012 (VP) nats at 4,096 latents (the earlier UniPC-3 setting: 0.0045 and 0.0052); on the
+  benchmark's narrow mixtures (16,384-65,536 latents) 0.002-0.007, so the must-show bound is not met
+  on all of them. A regression guard at 0.01, not the goal."""
   config = importlib.import_module(f"configs.{config_name}").get_config()
   sde = sde_lib.get_sde(**config.sde)
   sampler = sampling.get_sampler(sde, (2048, 3), **config.sampling)
   out = metrics.sampler_kl(jax.random.key(0), sampler, NARROW3.score_fn(sde), NARROW3.log_prob, sde, n_batches=2)
-  assert out["nfe"] == 10 and out["kl"] < 0.015, out
+  assert out["nfe"] == 10 and out["kl"] < 0.01, out
 
 
 def test_pc_rejects_a_vp_chain_with_beta_above_one():
