@@ -306,8 +306,10 @@ mixtures from 5.3-8.3e-3 to 2.8-6.9e-3 and leaves the seed-0 networks at 2.1-2.2
 3.6 ± 1.0e-3 from 65,536 latents; an earlier 16,384-latent estimate read 3.3 and 5.7), but the ring stays
 at 5.3 (VE) and 6.9e-3 (VP). "bespoke wide set + network, free start" adds "fit 2d circle" (eight modes of
 standard deviation 0.15 on a circle of radius 2.5), a mixture chosen after the ring had failed: the held-out
-ring then reaches 2.7e-3 (VE) but "2d four modes" rises to 4.0e-3, so this family at 10 NFE trades narrow
-mixtures against one another, and no 10-NFE solver here is under 0.003 nats on all nine."""
+ring then reaches 2.7e-3 (VE) and 2.6e-3 (VP) but "2d four modes" rises to 4.0 and 4.5e-3, so this family
+at 10 NFE trades narrow mixtures against one another, and no 10-NFE solver here is under 0.003 nats on all
+nine (a refit of the fast configs' VE solver on the plain mean KL, which weighs the narrow mixtures most,
+800 steps at 0.0005: 3d narrow 3.0e-3, ring 4.9e-3, four modes 4.0e-3; side run, not in the JSON lines)."""
 
 
 def report(rows) -> str:
