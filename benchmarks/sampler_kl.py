@@ -24,6 +24,14 @@
         --grid-iters 1500 >> $B
     python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke set, free start" --nfes 2,3,4,5 \
         --grid-iters 800 --bespoke-lr 0.01 >> $B
+    for t in "3d narrow" "2d ring"; do python benchmarks/sampler_kl.py --section bespoke \
+        --bespoke "bespoke $t, free start" --nfes 2,3,4,5 --grid-iters 1500 >> $B; done  # fitted on the mixture
+    python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke set + network, free start" --nfes 10 \
+        --bespoke-start fast --grid-iters 1500 --bespoke-lr 0.001 >> $B                   # the fast configs, ~45 min
+    python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke wide set + network, free start" --nfes 10 \
+        --bespoke-start fast --grid-iters 1500 --bespoke-lr 0.001 >> $B
+    python benchmarks/sampler_kl.py --section model --bespoke-only \
+        "bespoke set + network, free start;bespoke wide set + network, free start" >> $B
     python benchmarks/sampler_kl.py --from-jsonl benchmarks/sampler_kl.jsonl --write      # tables + plot
 
 Three ends (`ENDS`): "tweedie", n - 1 solver steps to sigma_edm = 0.1 then the step to sigma = 0
