@@ -303,7 +303,8 @@ fits the four fitting mixtures and the seed-1 network from the earlier fast sett
 (`grid_opt.coefficients_of`, moved to a free start by `grid_opt.with_free_start`), 1,500 steps at 0.001
 (its start stayed within 0.1 of lambda(T)); against that UniPC-3 setting it lowers the held-out narrow
 mixtures from 5.3-8.3e-3 to 2.8-6.9e-3 and leaves the seed-0 networks at 2.1-2.2e-3 (UniPC-3: 2.2 ± 0.3 and
-3.6 ± 1.0e-3 from 65,536 latents; an earlier 16,384-latent estimate read 3.3 and 5.7), but the ring stays
+3.6 ± 1.0e-3 from 65,536 latents, the model section's cell re-measured with n_batches=16 by a side
+script whose rows are in the JSON lines; the section's 16,384 latents had read 3.3 and 5.7), but the ring stays
 at 5.3 (VE) and 6.9e-3 (VP). "bespoke wide set + network, free start" adds "fit 2d circle" (eight modes of
 standard deviation 0.15 on a circle of radius 2.5), a mixture chosen after the ring had failed: the held-out
 ring then reaches 2.7e-3 (VE) and 2.6e-3 (VP) but "2d four modes" rises to 4.0 and 4.5e-3, so this family
