@@ -39,8 +39,8 @@ x = x0_hat (Tweedie); "half", n - 1 steps to sigma_edm = 0.05 then x = (x + x0_h
 step in sigma^2, `schedules.denoise_to_zero`); "direct", n steps to sigma_edm = 0.1, no last step;
 n NFE each (EDM Heun: 2 m - 1 NFE, so it lands on odd budgets). KL from 16,384 prior latents
 (4 batches of 4,096, keys fold_in(key(0), b), the same for every sampler), with its standard error.
-Sections: "grids" fits log-SNR grids for the fast configs' sampler: "fitted set" minimises the mean
-over the FIT_SET mixtures of log(exact KL + KL_FLOOR) (`sampling.grid_opt`), "fitted set + network"
+Sections: "grids" fits log-SNR grids for UniPC-3 (the earlier fast configs' sampler): "fitted set"
+minimises the mean over the FIT_SET mixtures of log(exact KL + KL_FLOOR) (`sampling.grid_opt`), "fitted set + network"
 that and the same term for a trained network on the default mixture (the configs' grids), "fitted 2d default" the
 exact KL on the default mixture alone (the earlier grids had the Tweedie end), "ays" Align Your
 Steps' KLUB on the default mixture (`sampling.ays`); "nfe" every sampler on a fixed grid (and the
@@ -102,7 +102,7 @@ def _mixture(means, scales, weights, seed):
 _RING = [[2.0 * np.cos(a), 2.0 * np.sin(a)] for a in np.arange(6) * np.pi / 3]
 TARGETS = {
     "2d default": datasets.GaussianMixture(),
-    # the grids of the fast configs are fitted on these four at once (FIT_SET) ...
+    # the fitted grids and bespoke sets are fitted on these four at once (FIT_SET) ...
     "fit 2d narrow": _mixture([[-1.5, -1.0], [1.5, -0.5], [0.0, 1.8]], [[0.4, 0.1], [0.2, 0.2], [0.6, 0.15]],
                               [0.4, 0.35, 0.25], 11),
     "fit 3d narrow": _mixture([[1.2, 1.0, 0.0], [-1.5, 0.5, 1.0], [0.0, -1.5, -0.5], [0.5, 0.0, 2.0]],
@@ -266,7 +266,7 @@ def bespoke_inits(grids: dict, sde_name: str, nfe: int, free: bool = False) -> l
 
 
 def fast_start(sde, nfe: int, timesteps, free: bool) -> tuple[list, list]:
-  """(points, coefficients) of the fast configs' UniPC-3 on its grid at nfe (`grid_opt.coefficients_of`;
+  """(points, coefficients) of the earlier fast configs' UniPC-3 on its grid at nfe (`grid_opt.coefficients_of`;
   with a free start `grid_opt.with_free_start`, the first point at lambda(T) + FREE_START_SHIFT)."""
   lams, coefficients = grid_opt.coefficients_of(sde, n_steps=nfe, **SAMPLERS[UNIPC_FAST[0]], **ENDS[UNIPC_FAST[1]],
                                                 schedule="custom", timesteps=timesteps)
@@ -289,7 +289,7 @@ def bespoke_section(args, grids: dict) -> None:
     for nfe in args.nfes:
       t0, fits = time.perf_counter(), []
       starts = [(init, None) for init in bespoke_inits(grids, sde_name, nfe, free)]
-      if args.bespoke_start == "fast":  # the fast configs' UniPC-3 on its grid (`grid_opt.coefficients_of`)
+      if args.bespoke_start == "fast":  # the earlier fast configs' UniPC-3 on its grid (`grid_opt.coefficients_of`)
         starts = [fast_start(sde, nfe, grids[(UNIPC_FAST[2], UNIPC_FAST[1], sde_name, nfe)], free)]
       for init, coefficients in starts:
         out = grid_opt.optimise_bespoke(jax.random.key(1), sde, fit, n_steps=nfe, init_timesteps=init,
@@ -433,7 +433,8 @@ def main():
                       help="section bespoke: its fit targets (with --nfes, --grid-iters)")
   parser.add_argument("--bespoke-lr", type=float, default=0.05, help="section bespoke: Adam's step size")
   parser.add_argument("--bespoke-start", default="dpm", choices=("dpm", "fast"),
-                      help="section bespoke: DPM-Solver++(2M) on three grids, or the fast configs' UniPC-3 (10 NFE)")
+                      help="section bespoke: DPM-Solver++(2M) on three grids, or the earlier fast configs' UniPC-3 "
+                           "(10 NFE)")
   parser.add_argument("--bespoke-only", default="",
                       help="section model: only these bespoke fits' cells (names separated by ';')")
   parser.add_argument("--grid", default="fitted set + network", choices=tuple(FIT_NAMES),
