@@ -296,9 +296,11 @@ never saw these mixtures, give 1.4-1.7 and DPM-Solver++(2M) needs 5 NFE for 0.9-
 ratio table's "any setting" column on those mixtures. At 10 NFE a fit's Monte Carlo objective is noisy
 against the KL itself (per-latent terms of standard deviation ~ sqrt(2 KL), so ~45% relative at 2,048
 latents and 0.005 nats), and Adam's step size sets how far it gets: fitted on "3d narrow" alone from the
-UniPC-3 weights (free start), 0.003 reached 4.9-5.8e-3 and 0.001 reached 3.2e-3 on fresh latents (one
-fixed batch of 4,096 latents at 0.001: 3.0e-3, with a training objective below zero, i.e. fitted to the
-batch; side runs, not in the JSON lines). "bespoke set + network, free start" (configs/*_gmm_fast.py)
+UniPC-3 weights (free start), 0.003 reached 4.9-5.8e-3, 0.001 reached 3.2e-3 and 0.0003 (3,000 steps)
+3.7e-3 on fresh latents, while 8,192 latents per step at 0.001 (1,000 steps) reached 2.8e-3 (one fixed
+batch of 4,096 latents at 0.001: 3.0e-3, with a training objective below zero, i.e. fitted to the batch;
+side runs, not in the JSON lines): the 10-NFE fits are limited by the objective's noise, and larger
+batches, ~4x the fit time, are the next step. "bespoke set + network, free start" (configs/*_gmm_fast.py)
 fits the four fitting mixtures and the seed-1 network from the earlier fast setting's UniPC-3 weights
 (`grid_opt.coefficients_of`, moved to a free start by `grid_opt.with_free_start`), 1,500 steps at 0.001
 (its start stayed within 0.1 of lambda(T)); against that UniPC-3 setting it lowers the held-out narrow
