@@ -61,6 +61,29 @@ def test_bad_bespoke_fields_raise_before_compiling():
     grid_opt.optimise_bespoke(jax.random.key(0), sde, [], n_steps=3, init_timesteps=[-0.5, 0.5])
 
 
+def test_chunked_kl_loss_equals_the_whole_batch_loss_and_gradient():
+  """mean_kl_loss with chunks=4 slices the same latents: its loss (the log objective) and its
+  gradient in the solver's coefficients equal the one-batch ones (float32 round-off)."""
+  sde = SDES["ve"]
+  lams = jnp.concatenate([sde.log_snr(jnp.full((1,), sde.T)), jnp.asarray([-0.5, 0.5])])
+  coefficients = bespoke.dpm_solver_2m_coefficients(lams)
+
+  def make_sampler(c, shape):
+    return sampling.get_sampler(sde, shape, method="bespoke", n_steps=3, timesteps=lams[1:], coefficients=c)
+
+  whole, chunked = (jax.value_and_grad(grid_opt.mean_kl_loss(
+      jax.random.key(3), sde, [(MIX.score_fn(sde), MIX.log_prob, 1)], make_sampler, batch_size=256,
+      kl_floor=1e-3, chunks=chunks))(coefficients, 0) for chunks in (1, 4))
+  np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-5)
+  np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-4, atol=1e-6)
+  assert np.abs(np.asarray(whole[1])).max() > 1e-3  # the gradient is not trivially zero
+  with pytest.raises(ValueError, match=r"chunks=3 must divide batch_size=256"):
+    grid_opt.mean_kl_loss(jax.random.key(3), sde, [], make_sampler, batch_size=256, kl_floor=None, chunks=3)
+  with pytest.raises(ValueError, match=r"chunks=3 must divide batch_size=256"):
+    grid_opt.optimise_bespoke(jax.random.key(0), sde, [(MIX.score_fn(sde), MIX.log_prob, 1)], n_steps=3,
+                              init_timesteps=[-0.5, 0.5], batch_size=256, chunks=3)
+
+
 @pytest.mark.slow
 def test_bespoke_fit_lowers_the_exact_kl_far_below_its_start():
   """150 Adam steps (512 latents each) from DPM-Solver++(2M) with the half end at 3 NFE on a 1-D
