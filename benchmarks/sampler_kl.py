@@ -30,6 +30,9 @@
         --bespoke-start fast --grid-iters 1500 --bespoke-lr 0.001 >> $B                   # the fast configs, ~45 min
     python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke wide set + network, free start" --nfes 10 \
         --bespoke-start fast --grid-iters 1500 --bespoke-lr 0.001 >> $B
+    python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke wide set + network, 8192 latents, free start" \
+        --nfes 10 --bespoke-start "bespoke wide set + network, free start" --bespoke-batch 8192 --bespoke-chunks 2 \
+        --bespoke-floor 0.003 --grid-iters 600 --bespoke-lr 0.0005 --sde ve >> $B          # ~40 min per SDE
     python benchmarks/sampler_kl.py --section model --bespoke-only \
         "bespoke set + network, free start;bespoke wide set + network, free start" >> $B
     python benchmarks/sampler_kl.py --from-jsonl benchmarks/sampler_kl.jsonl --write      # tables + plot
@@ -246,6 +249,8 @@ BESPOKE_FITS = {"bespoke 2d default": ("2d default",), "bespoke set": FIT_SET,
                 "bespoke 2d default, free start": ("2d default",), "bespoke set, free start": FIT_SET,
                 "bespoke set + network, free start": FIT_SET,  # and the FIT_SEED network (as the fast grids)
                 "bespoke wide set + network, free start": WIDE_SET,
+                # started from the one above, 8,192 latents per target and step (`--bespoke-batch`)
+                "bespoke wide set + network, 8192 latents, free start": WIDE_SET,
                 # fitted on the mixture they are measured on, as Shaul et al. fit one solver per model
                 "bespoke 3d narrow, free start": ("3d narrow",), "bespoke 2d ring, free start": ("2d ring",)}
 FREE_START_SHIFT = 0.1  # a free-start fit from a solver that evaluates at T first starts at lambda(T) + this
@@ -280,6 +285,7 @@ def bespoke_section(args, grids: dict) -> None:
   65,536 latents (the first 16,384 those of the other cells): the fitted solvers' per-sample terms spread
   more than the fitted grids', so 16,384 leave a standard error of ~0.35e-3 at a KL of ~0.5e-3."""
   names, free = BESPOKE_FITS[args.bespoke], args.bespoke.endswith("free start")
+  floor = (args.bespoke_floor or KL_FLOOR) if len(names) > 1 else None
   for sde_name in args.sdes:
     sde = SDES[sde_name]
     fit = [(TARGETS[n].score_fn(sde), TARGETS[n].log_prob, TARGETS[n].dim) for n in names]
@@ -291,11 +297,16 @@ def bespoke_section(args, grids: dict) -> None:
       starts = [(init, None) for init in bespoke_inits(grids, sde_name, nfe, free)]
       if args.bespoke_start == "fast":  # the earlier fast configs' UniPC-3 on its grid (`grid_opt.coefficients_of`)
         starts = [fast_start(sde, nfe, grids[(UNIPC_FAST[2], UNIPC_FAST[1], sde_name, nfe)], free)]
+      elif args.bespoke_start != "dpm":  # another fit's solver in the JSON lines
+        timesteps, coefficients, start_log_snr = load_bespoke(args.grids)[(args.bespoke_start, sde_name, nfe)]
+        if (start_log_snr is not None) != free:
+          raise ValueError(f"--bespoke-start={args.bespoke_start!r}: its free start must match {args.bespoke!r}'s.")
+        starts = [([start_log_snr] * free + timesteps, coefficients)]
       for init, coefficients in starts:
         out = grid_opt.optimise_bespoke(jax.random.key(1), sde, fit, n_steps=nfe, init_timesteps=init,
-                                        init_coefficients=coefficients, batch_size=2048, n_iters=args.grid_iters,
-                                        learning_rate=args.bespoke_lr, kl_floor=KL_FLOOR if len(names) > 1 else None,
-                                        free_start=free)
+                                        init_coefficients=coefficients, batch_size=args.bespoke_batch,
+                                        chunks=args.bespoke_chunks, n_iters=args.grid_iters,
+                                        learning_rate=args.bespoke_lr, kl_floor=floor, free_start=free)
         fits.append((float(np.mean(out["loss"][-50:])), init, out))
       loss, init, out = min(fits, key=lambda f: f[0])
       emit({"benchmark": "sampler_kl_bespoke", "grid": args.bespoke, "sde": sde_name, "nfe": nfe,
@@ -304,7 +315,7 @@ def bespoke_section(args, grids: dict) -> None:
             "timesteps": out["timesteps"], "coefficients": out["coefficients"],
             "start_log_snr": out["start_log_snr"],
             "train_loss_last50": loss, "init": init, "init_losses": [f[0] for f in fits], "iters": args.grid_iters,
-            "learning_rate": args.bespoke_lr,
+            "learning_rate": args.bespoke_lr, "batch_size": args.bespoke_batch, "kl_floor": floor,
             "seconds": round(time.perf_counter() - t0, 1)})
       cells = [("nfe", t) for t in dict.fromkeys(list(names) + list(BESPOKE_TARGETS))]
       cells += [("heldout", t) for t in TARGETS] if nfe == 10 else []
@@ -432,9 +443,14 @@ def main():
   parser.add_argument("--bespoke", default="bespoke 2d default", choices=tuple(BESPOKE_FITS),
                       help="section bespoke: its fit targets (with --nfes, --grid-iters)")
   parser.add_argument("--bespoke-lr", type=float, default=0.05, help="section bespoke: Adam's step size")
-  parser.add_argument("--bespoke-start", default="dpm", choices=("dpm", "fast"),
-                      help="section bespoke: DPM-Solver++(2M) on three grids, or the earlier fast configs' UniPC-3 "
-                           "(10 NFE)")
+  parser.add_argument("--bespoke-start", default="dpm", choices=("dpm", "fast") + tuple(BESPOKE_FITS),
+                      help="section bespoke: DPM-Solver++(2M) on three grids, the earlier fast configs' UniPC-3 "
+                           "(10 NFE), or a fit's solver in the JSON lines (--grids)")
+  parser.add_argument("--bespoke-batch", type=int, default=2048, help="section bespoke: latents per target and step")
+  parser.add_argument("--bespoke-chunks", type=int, default=1,
+                      help="section bespoke: slices of those latents (`grid_opt.mean_kl_loss`)")
+  parser.add_argument("--bespoke-floor", type=float, default=None,
+                      help=f"section bespoke, a set: the floor of the mean log KL (default KL_FLOOR = {KL_FLOOR})")
   parser.add_argument("--bespoke-only", default="",
                       help="section model: only these bespoke fits' cells (names separated by ';')")
   parser.add_argument("--grid", default="fitted set + network", choices=tuple(FIT_NAMES),
