@@ -990,6 +990,10 @@ def test_grid_logits_round_trip_and_the_fit_starts_at_init():
   with pytest.raises(ValueError, match="sampling.timesteps"):
     grid_opt.optimise_grid(jax.random.key(0), sde, [(MIX1[0].score_fn(sde), MIX1[0].log_prob, 1)], n_steps=4,
                            sigma_end=0.01, init=[3.0, 0.5, -2.0])
+  for bad, match in ((dict(average=1.5), r"average=1.5"), (dict(chunks=3), r"chunks=3 must divide batch_size=8")):
+    with pytest.raises(ValueError, match=match):
+      grid_opt.optimise_grid(jax.random.key(0), sde, [(MIX1[0].score_fn(sde), MIX1[0].log_prob, 1)],
+                             method="dpm_solver_2m", n_steps=4, sigma_end=0.01, batch_size=8, **bad)
 
 
 def _klub_quadrature(s, lams):
