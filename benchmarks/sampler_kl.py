@@ -32,7 +32,11 @@
         --bespoke-start fast --grid-iters 1500 --bespoke-lr 0.001 >> $B
     python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke wide set + network, 8192 latents, free start" \
         --nfes 10 --bespoke-start "bespoke wide set + network, free start" --bespoke-batch 8192 --bespoke-chunks 2 \
-        --bespoke-floor 0.003 --grid-iters 600 --bespoke-lr 0.0005 --sde ve >> $B          # ~40 min per SDE
+        --bespoke-floor 0.003 --grid-iters 600 --bespoke-lr 0.0005 --sde ve >> $B  # ~42 min; --sde vp at once
+    for t in "2d ring" "3d narrow" "2d four modes" "fit 3d narrow" "fit 2d circle"; do python benchmarks/sampler_kl.py \
+        --section bespoke --bespoke "bespoke $t, free start" --nfes 10 --bespoke-start \
+        "bespoke wide set + network, free start" --bespoke-batch 8192 --bespoke-chunks 2 --grid-iters 1000 \
+        --bespoke-lr 0.001 >> $B; done                                  # one mixture at 10 NFE, ~5 min each
     python benchmarks/sampler_kl.py --section model --bespoke-only \
         "bespoke set + network, free start;bespoke wide set + network, free start" >> $B
     python benchmarks/sampler_kl.py --from-jsonl benchmarks/sampler_kl.jsonl --write      # tables + plot
@@ -156,7 +160,8 @@ HELDOUT_SETTINGS = (("dpm_solver_2m", "tweedie", "log_snr"), ("dpm_solver_2m", "
                     ("unipc_2", "tweedie", "fitted 2d default"), (UNIPC_FAST[0], UNIPC_FAST[1], "fitted set"),
                     UNIPC_FAST,
                     ("bespoke", "fitted", "bespoke set"), ("bespoke", "fitted", "bespoke set + network, free start"),
-                    ("bespoke", "fitted", "bespoke wide set + network, free start"))
+                    ("bespoke", "fitted", "bespoke wide set + network, free start"),
+                    ("bespoke", "fitted", "bespoke wide set + network, 8192 latents, free start"))
 
 
 def _bounds(end: str) -> dict:
@@ -252,7 +257,10 @@ BESPOKE_FITS = {"bespoke 2d default": ("2d default",), "bespoke set": FIT_SET,
                 # started from the one above, 8,192 latents per target and step (`--bespoke-batch`)
                 "bespoke wide set + network, 8192 latents, free start": WIDE_SET,
                 # fitted on the mixture they are measured on, as Shaul et al. fit one solver per model
-                "bespoke 3d narrow, free start": ("3d narrow",), "bespoke 2d ring, free start": ("2d ring",)}
+                "bespoke 3d narrow, free start": ("3d narrow",), "bespoke 2d ring, free start": ("2d ring",),
+                "bespoke 2d four modes, free start": ("2d four modes",),
+                "bespoke fit 3d narrow, free start": ("fit 3d narrow",),
+                "bespoke fit 2d circle, free start": ("fit 2d circle",)}
 FREE_START_SHIFT = 0.1  # a free-start fit from a solver that evaluates at T first starts at lambda(T) + this
 BESPOKE_TARGETS = ("2d default", "3d three modes", "3d narrow", "2d ring")  # the "nfe" tables' targets
 
