@@ -150,7 +150,8 @@ def mean_kl_loss(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
   With chunks > 1 the latents go through the sampler in `chunks` sequential slices of
   batch_size / chunks (`jax.lax.map`, each slice rematerialised in the backward pass): the same
   loss on the same latents in less memory. On this 2-core CPU one 8,192-latent step of the fast
-  configs' 10-NFE fit never finished (XLA waited forever, no thread busy); 2 chunks of 4,096 run.
+  configs' 10-NFE fit never finished (XLA waited forever with every thread idle, also with
+  XLA_FLAGS=--xla_cpu_multi_thread_eigen=false); 2 chunks of 4,096 run.
   """
   _check_chunks(batch_size, chunks)
   fns = [(jax.tree_util.Partial(score_fn), log_prob, dim) for score_fn, log_prob, dim in targets]
