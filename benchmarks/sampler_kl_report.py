@@ -349,7 +349,7 @@ wide-set fit with 8,192 latents per target and step (two chunks of 4,096, `grid_
 noise with VE (ring 2.7 -> 2.5e-3, four modes 4.0 -> 4.2e-3) and makes VP worse on several (fit 3d narrow
 3.2 -> 4.5e-3). Fitted on one narrow mixture alone (8,192 latents, 1,000 steps from the wide-set solver;
 the table above), the ring, the circle, four modes and 3d narrow reach 1.3-2.8e-3 at 10 NFE, but each such
-solver is 2-12x the bound on the other narrow mixtures: the narrow mixtures want different 10-NFE solvers,
+solver is 2-7x the bound (6.7-20e-3) on another narrow mixture: the narrow mixtures want different 10-NFE solvers,
 and a single linear solver of this family trades them. "fit 3d narrow" (four rotated modes, standard deviations
 0.1-0.5) stays above the bound even fitted alone: 4.1e-3 at step size 0.001 and 3.3e-3 at
 0.0003, against 3.5e-3 from the set fits (VP 3d narrow at 0.001 also went up, to 6.5e-3, and reached
