@@ -123,7 +123,6 @@ def optimise_grid(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget], *,
     utils.check_real("kl_floor", kl_floor, low=0.0, low_open=True)
   if not targets:
     raise ValueError("optimise_grid needs at least one (score_fn, log_prob, dim) target.")
-  _check_chunks(batch_size, chunks)
   for _, _, dim in targets:  # checks the sampler's fields before anything is traced
     sampling.get_sampler(sde, (batch_size, dim), method=method, n_steps=n_steps, **sampler_kwargs)
   n_solver, lam_T, lam_end = grid_bounds(sde, n_steps, **_end_fields(sampler_kwargs))
@@ -153,7 +152,9 @@ def mean_kl_loss(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
   configs' 10-NFE fit never finished (XLA waited forever with every thread idle, also with
   XLA_FLAGS=--xla_cpu_multi_thread_eigen=false); 2 chunks of 4,096 run.
   """
-  _check_chunks(batch_size, chunks)
+  utils.check_int("chunks", chunks, 1)
+  if batch_size % chunks:
+    raise ValueError(f"chunks={chunks!r} must divide batch_size={batch_size!r} (the latents per target).")
   fns = [(jax.tree_util.Partial(score_fn), log_prob, dim) for score_fn, log_prob, dim in targets]
 
   def loss_fn(params, i):
@@ -263,7 +264,6 @@ def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
 
   utils.check_int("n_steps", n_steps, 2)
   utils.check_int("batch_size", batch_size, 2)
-  _check_chunks(batch_size, chunks)
   if kl_floor is not None:
     utils.check_real("kl_floor", kl_floor, low=0.0, low_open=True)
   if not targets:
@@ -301,12 +301,6 @@ def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
   lams, coefficients = (np.asarray(v, np.float64) for v in unpack(params))
   return {"timesteps": [float(v) for v in lams[1:]], "coefficients": [float(v) for v in coefficients],
           "start_log_snr": float(lams[0]) if free_start else None, "loss": losses}
-
-
-def _check_chunks(batch_size: int, chunks: int) -> None:
-  utils.check_int("chunks", chunks, 1)
-  if batch_size % chunks:
-    raise ValueError(f"chunks={chunks!r} must divide batch_size={batch_size!r} (the latents per target).")
 
 
 def _end_fields(sampler_kwargs: dict) -> dict:
