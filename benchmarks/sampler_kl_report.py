@@ -195,8 +195,8 @@ def _one_mixture_table(rows, sde) -> list[str]:
   if not ones:
     return []
   head = " | ".join(SET_FITS_10.values())
-  lines = [f"10 NFE, {sde.upper()}: solvers fitted on one narrow mixture alone (8,192 latents per step; Adam's "
-           "step size in brackets) against the set fits on it, 10^-3 nats ± SE:", "",
+  lines = [f"10 NFE, {sde.upper()}: solvers fitted on one narrow mixture alone (Adam's step size, latents per step) "
+           "against the set fits on it, 10^-3 nats ± SE:", "",
            f"| mixture | fitted on it alone | {head} | the one-mixture solver, worst elsewhere |",
            "|---|---|" + "---|" * len(SET_FITS_10) + "---|"]
   for fit in ones:
@@ -205,7 +205,7 @@ def _one_mixture_table(rows, sde) -> list[str]:
     others = {r["target"]: r for r in rows if r.get("benchmark") == "sampler_kl" and r.get("section") == "heldout"
               and r["sde"] == sde and r["grid"] == fit["grid"] and r["target"] != target}.values()
     worst = max(others, key=lambda r: r["kl"], default=None)
-    lines.append(f"| {target} | {_fmt(cell(fit['grid']))} ({fit['learning_rate']:g}) | "
+    lines.append(f"| {target} | {_fmt(cell(fit['grid']))} ({fit['learning_rate']:g}, {fit.get('batch_size', 2048):,}) | "
                  + " | ".join(_fmt(cell(g)) for g in SET_FITS_10)
                  + f" | {worst['target'] + ': ' + _fmt(worst) if worst else '-'} |")
   return lines + [""]
