@@ -15,7 +15,12 @@ point of this family (`grid_opt.coefficients_of` reads a sampler's weights);
 (`schedules.denoise_to_zero`), where a fit starts. The fitted numbers go into a config
 (`method="bespoke"`, `timesteps` = lambda_1..lambda_{n-1}, `coefficients` = r, then w row by row).
 With `start_log_snr` the first evaluation is not at T but at lambda_0, on the prior latent rescaled to
-that noise level (`bespoke_solve`).
+that noise level (`bespoke_solve`). With `start_moments` (the data's mean m and covariance C) that
+first state is instead the probability-flow ODE solved in closed form for Gaussian data N(m, C) from
+T down to lambda_0 (Wang & Vastola 2024: early in the reverse process the marginals of real data are
+close to those of its Gaussian approximation), y_0 = m + (C + e^(-2 lambda_0) I)^(1/2) z with z the
+standardised prior latent: no network evaluation is spent where the data's first two moments
+decide the flow, so all of them go to the noise levels where the modes separate.
 """
 
 from __future__ import annotations
@@ -77,12 +82,15 @@ def dpm_solver_2m_coefficients(lams: Array) -> Array:
 
 
 def bespoke_solve(sde: sde_lib.SDE, score_fn, x: Array, lams: Array, coefficients: Array, *,
-                  free_start: bool = False) -> Array:
+                  free_start: bool = False, moments: tuple[Array, Array, Array] | None = None) -> Array:
   """The bespoke solver from x_T [B, ...]; n = len(lams) NFE (module doc).
 
   lams[0] = lambda(T), or with free_start any lambda_0 >= lambda(T): the first evaluation is then at
   y_0 = e^(lambda(T) - lambda_0) x_T / alpha_T, the prior latent rescaled to that noise level
   (the model's output at T carries almost nothing about the data, so this saves an NFE at 2-5 NFE).
+  With moments = (m [d], U [d, d], c [d]), the data's mean and covariance C = U diag(c) U^T
+  (`check_start_moments`), y_0 = m + U diag(sqrt(c + e^(-2 lambda_0))) U^T z instead, with
+  z = e^lambda(T) x_T / alpha_T the standardised prior latent: the Gaussian approximation's flow.
   """
   n, B = lams.shape[0], x.shape[0]
   ratios, weights = split_coefficients(coefficients, n)
@@ -90,7 +98,14 @@ def bespoke_solve(sde: sde_lib.SDE, score_fn, x: Array, lams: Array, coefficient
   ts = ts if free_start else ts.at[0].set(sde.T)
   T = jnp.full((1,), sde.T, jnp.float32)
   alphas = sde.marginal_coeffs(ts)[0]
-  y, ds = x / sde.marginal_coeffs(T)[0][0] * jnp.exp(sde.log_snr(T)[0] - lams[0]), []
+  z = x / sde.marginal_coeffs(T)[0][0] * jnp.exp(sde.log_snr(T)[0])
+  if moments is None:
+    y = z * jnp.exp(-lams[0])
+  else:
+    mean, U, c = moments
+    scale = jnp.sqrt(c + jnp.exp(-2.0 * lams[0]))
+    y = (mean + ((z.reshape(B, -1) @ U) * scale) @ U.T).reshape(x.shape)
+  ds = []
   for i in range(n):
     ds.append(tweedie_denoise(sde, score_fn, alphas[i] * y, jnp.full((B,), ts[i])))
     y = ratios[i] * y + sum(weights[i, j] * ds[j] for j in range(i + 1))
@@ -115,9 +130,34 @@ def check_coefficients(coefficients, n_steps: int):
   return jnp.asarray(values, jnp.float32)
 
 
+def check_start_moments(start_moments, dim: int) -> tuple[Array, Array, Array] | None:
+  """(m [dim], U [dim, dim], c [dim]) of start_moments = (mean, covariance), C = U diag(c) U^T, for
+  `bespoke_solve`'s Gaussian start; None for None.
+
+  Raises:
+    ValueError: not a pair (mean [dim], covariance [dim, dim]) of finite numbers, or a covariance that
+      is not symmetric positive semi-definite.
+  """
+  if start_moments is None:
+    return None
+  allowed = f"(mean [{dim}], covariance [{dim}, {dim}]) of the data (in a config: \"data\", the dataset's own)"
+  if not isinstance(start_moments, (tuple, list)) or len(start_moments) != 2:
+    raise ValueError(f"sampling.start_moments must be {allowed}; got {type(start_moments).__name__}.")
+  mean, cov = (np.asarray(v, np.float64) for v in start_moments)
+  if mean.shape != (dim,) or cov.shape != (dim, dim):
+    raise ValueError(f"sampling.start_moments must be {allowed}; got shapes {mean.shape} and {cov.shape}.")
+  if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(cov))) or not np.allclose(cov, cov.T, atol=1e-6):
+    raise ValueError("sampling.start_moments: the mean and covariance must be finite and the covariance symmetric.")
+  c, U = np.linalg.eigh(0.5 * (cov + cov.T))
+  if c.min() < -1e-6 * max(c.max(), 1.0):
+    raise ValueError(f"sampling.start_moments: the covariance has a negative eigenvalue {c.min():.3g}.")
+  as32 = lambda v: jnp.asarray(v, jnp.float32)
+  return as32(mean), as32(U), as32(np.maximum(c, 0.0))
+
+
 def get_bespoke_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: int,
                         timesteps: Sequence[float], coefficients: Sequence[float],
-                        start_log_snr: float | None = None, eps: float = 1e-3) -> Sampler:
+                        start_log_snr: float | None = None, start_moments=None, eps: float = 1e-3) -> Sampler:
   """A bespoke solver (module doc) with n_steps NFE.
 
   Args:
@@ -127,15 +167,18 @@ def get_bespoke_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: in
     coefficients: the ratios r_0..r_{n-1}, then the weights w_ij (j <= i) row by row.
     start_log_snr: None (the first evaluation at T) or the log-SNR lambda_0 of the first evaluation,
       at the prior latent rescaled to it (`bespoke_solve`), in (lambda(T), lambda_1).
+    start_moments: None, or (mean, covariance) of the data (flattened): the first state is then the
+      Gaussian approximation's probability-flow ODE from T to the first evaluation (`bespoke_solve`).
     eps: the time whose log-SNR bounds the evaluation points.
 
   Returns:
     A deterministic `Sampler`: sampler(key, score_fn, x_T=None) -> (x, nfe).
 
   Raises:
-    ValueError: bad shape, n_steps, eps, timesteps, coefficients or start_log_snr.
+    ValueError: bad shape, n_steps, eps, timesteps, coefficients, start_log_snr or start_moments.
   """
   shape = utils.check_batch_shape(shape)
+  moments = check_start_moments(start_moments, int(np.prod(shape[1:])))
   utils.check_int("sampling.n_steps", n_steps, 1)
   utils.check_real("sampling.eps", eps, low=0.0, high=sde.T, low_open=True, high_open=True)
   timesteps = check_timesteps(sde, "custom", timesteps, n_steps, eps)
@@ -152,7 +195,7 @@ def get_bespoke_sampler(sde: sde_lib.SDE, shape: tuple[int, ...], *, n_steps: in
     first = (sde.log_snr(jnp.full((1,), sde.T, jnp.float32)) if start_log_snr is None
              else jnp.reshape(jnp.asarray(start_log_snr, jnp.float32), (1,)))
     lams = jnp.concatenate([first, jnp.asarray(timesteps, jnp.float32).reshape(-1)])
-    return (bespoke_solve(sde, score_fn, x, lams, coefficients, free_start=start_log_snr is not None),
-            n_steps, None)
+    return (bespoke_solve(sde, score_fn, x, lams, coefficients, free_start=start_log_snr is not None,
+                          moments=moments), n_steps, None)
 
   return Sampler("bespoke", shape, run, needs_key=False)

@@ -130,7 +130,8 @@ def optimise_grid(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget], *,
     init = check_timesteps(sde, "custom", init, n_solver, _t_end(sde, sampler_kwargs))
   theta = jnp.zeros((n_solver,)) if init is None else logits_of_grid(init, lam_T, lam_end)
 
-  def make_sampler(theta, shape):
+  def make_sampler(theta, shape, j):
+    del j  # one grid for every target
     return sampling.get_sampler(sde, shape, method=method, n_steps=n_steps, schedule="custom",
                                 timesteps=grid_of_logits(theta, lam_T, lam_end), **sampler_kwargs)
 
@@ -142,7 +143,7 @@ def optimise_grid(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget], *,
 
 def mean_kl_loss(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
                  make_sampler: Callable, *, batch_size: int, kl_floor: float | None, chunks: int = 1) -> Callable:
-  """loss(params, i): the mean over targets of the Monte Carlo exact KL of make_sampler(params, shape)
+  """loss(params, i): the mean over targets j of the Monte Carlo exact KL of make_sampler(params, shape, j)
   (or of log(max(KL, 0) + kl_floor)), on batch_size fresh latents per target from
   fold_in(fold_in(key, i), j) at iteration i.
 
@@ -160,7 +161,7 @@ def mean_kl_loss(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
   def loss_fn(params, i):
     total = 0.0
     for j, (score_fn, log_prob, dim) in enumerate(fns):
-      sampler = make_sampler(params, (batch_size // chunks, dim))
+      sampler = make_sampler(params, (batch_size // chunks, dim), j)
       z = sde.prior_sampling(jax.random.fold_in(jax.random.fold_in(key, i), j), (batch_size, dim))
       run = lambda x_T, sampler=sampler, score_fn=score_fn: sampler.run(None, score_fn, x_T, 0)[0]
       terms = functools.partial(metrics.kl_terms, run, log_prob, sde.prior_logp)
@@ -237,7 +238,8 @@ def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
                      init_timesteps: Sequence[float], init_coefficients: Sequence[float] | None = None,
                      batch_size: int = 1024, n_iters: int = 300,
                      learning_rate: float = 0.02, kl_floor: float | None = None,
-                     eps: float = 1e-3, average: float = 0.2, free_start: bool = False, chunks: int = 1) -> dict:
+                     eps: float = 1e-3, average: float = 0.2, free_start: bool = False, chunks: int = 1,
+                     start_moments: Sequence | None = None) -> dict:
   """Fits a bespoke solver (`sampling.bespoke`) with n_steps NFE: its evaluation log-SNRs and all
   its coefficients, by Adam on the mean exact KL over targets (as `optimise_grid`).
 
@@ -252,13 +254,16 @@ def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
   20% measured 0.18e-3, with the same latents. With free_start the first evaluation point is fitted
   too (`bespoke.get_bespoke_sampler`'s start_log_snr): init_timesteps then holds all n points.
   chunks slices each target's latents as in `mean_kl_loss` (a large batch_size in bounded memory).
+  start_moments, one (mean, covariance) per target, fits the solver with the Gaussian start
+  (`bespoke.get_bespoke_sampler`), each target starting from its own data's moments.
 
   Returns:
     {"timesteps": lambda_1..lambda_{n-1}, "coefficients": the flat coefficients (python floats),
      "loss": the objective per iteration}.
 
   Raises:
-    ValueError: no targets, bad n_steps, init_timesteps, batch_size, chunks, n_iters or learning_rate.
+    ValueError: no targets, bad n_steps, init_timesteps, batch_size, chunks, n_iters, learning_rate or
+      start_moments.
   """
   from sampling import bespoke
 
@@ -268,6 +273,12 @@ def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
     utils.check_real("kl_floor", kl_floor, low=0.0, low_open=True)
   if not targets:
     raise ValueError("optimise_bespoke needs at least one (score_fn, log_prob, dim) target.")
+  if start_moments is not None and len(start_moments) != len(targets):
+    raise ValueError(f"start_moments must hold one (mean, covariance) per target ({len(targets)}); "
+                     f"got {len(start_moments)}.")
+  moments = [None] * len(targets) if start_moments is None else list(start_moments)
+  for m, (_, _, dim) in zip(moments, targets):
+    bespoke.check_start_moments(m, dim)
   _, lam_T, lam_top = grid_bounds(sde, n_steps + 1, eps=eps)
   init = check_timesteps(sde, "custom", init_timesteps, n_steps + int(free_start), eps)
   # n (n + 1 with free_start) logits: the points after lambda(T), and the gap up to lambda(eps)
@@ -291,10 +302,11 @@ def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
         [jnp.zeros((n_steps,)), params["dw"]])
     return lams, coefficients
 
-  def make_sampler(params, shape):
+  def make_sampler(params, shape, j):
     lams, coefficients = unpack(params)
     return bespoke.get_bespoke_sampler(sde, shape, n_steps=n_steps, timesteps=lams[1:], coefficients=coefficients,
-                                       start_log_snr=lams[0] if free_start else None, eps=eps)
+                                       start_log_snr=lams[0] if free_start else None, start_moments=moments[j],
+                                       eps=eps)
 
   loss_fn = mean_kl_loss(key, sde, targets, make_sampler, batch_size=batch_size, kl_floor=kl_floor, chunks=chunks)
   params, losses = fit_logits(loss_fn, params, n_iters=n_iters, learning_rate=learning_rate, average=average)

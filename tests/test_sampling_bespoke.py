@@ -68,7 +68,7 @@ def test_chunked_kl_loss_equals_the_whole_batch_loss_and_gradient():
   lams = jnp.concatenate([sde.log_snr(jnp.full((1,), sde.T)), jnp.asarray([-0.5, 0.5])])
   coefficients = bespoke.dpm_solver_2m_coefficients(lams)
 
-  def make_sampler(c, shape):
+  def make_sampler(c, shape, j):
     return sampling.get_sampler(sde, shape, method="bespoke", n_steps=3, timesteps=lams[1:], coefficients=c)
 
   whole, chunked = (jax.value_and_grad(grid_opt.mean_kl_loss(
@@ -221,3 +221,52 @@ def test_bespoke_configs_reach_their_measured_exact_kl(config_name):
   sampler = sampling.get_sampler(sde, (4096, 2), **config.sampling.to_dict())
   out = metrics.sampler_kl(jax.random.key(3), sampler, target.score_fn(sde), target.log_prob, sde, n_batches=2)
   assert out["nfe"] == 4 and out["kl"] + 2 * out["se"] <= 0.0015, out
+
+
+@pytest.mark.parametrize("sde_name", ["ve", "vp"])
+def test_gaussian_start_with_the_exact_one_step_flow_of_gaussian_data_has_zero_kl(sde_name):
+  """1-D Gaussian data N(m, c): its flow from noise level s to 0 is x = m + sqrt(k) (y - m), k = c / (c + s^2),
+  which is r y + w x0_hat(y) with w = 1 / (1 + sqrt(k)), r = sqrt(k) w. With the Gaussian start at
+  lambda_0 = -log s that one-NFE solver is exact, so every KL term is zero (float32 round-off); the
+  rescaled-latent start (no moments) misses the mean and variance: KL > 0.1 nats."""
+  sde, m, c, lam0 = SDES[sde_name], 1.5, 0.5, -1.0
+  target = datasets.GaussianMixture(means=[[m]], covs=[[[c]]], weights=[1.0])
+  k = c / (c + np.exp(-2 * lam0))
+  w = 1.0 / (1.0 + np.sqrt(k))
+  fields = dict(method="bespoke", n_steps=1, timesteps=[], coefficients=[np.sqrt(k) * w, w], start_log_snr=lam0)
+  kls = [metrics.sampler_kl(jax.random.key(0), sampling.get_sampler(sde, (2048, 1), **fields, start_moments=mom),
+                            target.score_fn(sde), target.log_prob, sde, n_batches=1)
+         for mom in (([m], [[c]]), None)]
+  assert abs(kls[0]["kl"]) < 1e-4 and kls[0]["se"] < 1e-4, kls[0]
+  assert kls[1]["kl"] > 0.1, kls[1]
+
+
+def test_gaussian_start_state_is_the_gaussian_marginal_at_its_noise_level():
+  """The first state of the 2-D Gaussian start is y_0 = m + (C + s^2 I)^(1/2) z, z the standardised prior
+  latent x_T / sigma(T) (checked with r_0 = 1, w_00 = 0, so the sample is y_0), whatever the SDE."""
+  m, C, lam0 = np.array([0.5, -1.0]), np.array([[1.0, 0.6], [0.6, 0.8]]), -0.5
+  c, U = np.linalg.eigh(C + np.exp(-2 * lam0) * np.eye(2))
+  root = U @ np.diag(np.sqrt(c)) @ U.T
+  for sde in SDES.values():
+    sampler = sampling.get_sampler(sde, (64, 2), method="bespoke", n_steps=1, timesteps=[], coefficients=[1.0, 0.0],
+                                   start_log_snr=lam0, start_moments=(m.tolist(), C.tolist()))
+    x_T = sde.prior_sampling(jax.random.key(1), (64, 2))
+    z = np.asarray(x_T) / float(sde.marginal_coeffs(jnp.full((1,), sde.T))[1][0])
+    y0 = np.asarray(sampler(None, lambda x, t: jnp.zeros_like(x), x_T)[0])
+    np.testing.assert_allclose(y0, m + z @ root.T, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_start_moments_raise_before_compiling():
+  sde = SDES["ve"]
+  good = dict(method="bespoke", n_steps=1, timesteps=[], coefficients=[0.5, 0.5], start_log_snr=-1.0)
+  sampling.get_sampler(sde, (8, 2), **good, start_moments=([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]]))
+  for bad, match in (("data", r"sampling.start_moments must be \(mean \[2\], covariance \[2, 2\]\)"),
+                     (([0.0], [[1.0]]), r"got shapes \(1,\) and \(1, 1\)"),
+                     (([0.0, 0.0], [[1.0, 0.5], [0.0, 1.0]]), "symmetric"),
+                     (([0.0, float("nan")], [[1.0, 0.0], [0.0, 1.0]]), "finite"),
+                     (([0.0, 0.0], [[1.0, 2.0], [2.0, 1.0]]), "negative eigenvalue")):
+    with pytest.raises(ValueError, match=match):
+      sampling.get_sampler(sde, (8, 2), **good, start_moments=bad)
+  with pytest.raises(ValueError, match=r"one \(mean, covariance\) per target \(1\); got 2"):
+    grid_opt.optimise_bespoke(jax.random.key(0), sde, [(MIX.score_fn(sde), MIX.log_prob, 1)], n_steps=2,
+                              init_timesteps=[-1.0, 0.5], free_start=True, start_moments=[([0.0], [[1.0]])] * 2)
