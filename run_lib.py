@@ -50,6 +50,7 @@ class Experiment:
   likelihood_fn: Callable
   schedule: train_lib.Schedule
   classifier: losses.ClassifierSetup | None = None  # the guidance classifier
+  sampler_fields: dict = dataclasses.field(default_factory=dict)  # `sampling` with start_moments="data" resolved
 
   @property
   def model_score_fn(self) -> Callable:
@@ -121,14 +122,16 @@ def build(config: ml_collections.ConfigDict) -> "Experiment":
   score_model = models.get_score_model(sde, **config.model)
   if hasattr(score_model.network, "validate_input"):
     score_model.network.validate_input(shape)
-  num_classes = int(config.model.get("num_classes", 0))
-  check_int("model.num_classes", num_classes, 0)
+  check_int("model.num_classes", num_classes := int(config.model.get("num_classes", 0)), 0)
   _validate_data(config, target, num_classes)
   loss_fn = losses.get_loss_fn(sde, score_model, num_classes=num_classes, **config.loss)
   optimizer = losses.get_optimizer(total_steps=config.training.n_iters, **config.optim)
   sched = train_lib.Schedule(**config.training)
   train_step = losses.get_train_step_fn(loss_fn, optimizer, ema_rate=sched.ema_rate, ema_warmup=sched.ema_warmup)
-  sampler = sampling.get_sampler(sde, (1,) + shape, **config.sampling)
+  fields = config.sampling.to_dict()
+  if fields.get("start_moments") == "data":  # the bespoke solver's Gaussian start (sampling.bespoke)
+    fields["start_moments"] = datasets.moments(target)
+  sampler = sampling.get_sampler(sde, (1,) + shape, **fields)
   n_traj = config.eval.get("n_trajectory", 0) if "plots" in config.eval.evaluators else 0
   if n_traj > sampler.max_trajectory:
     raise ValueError(f"eval.n_trajectory={n_traj!r} needs a sampler that returns up to that many trajectory "
@@ -143,7 +146,7 @@ def build(config: ml_collections.ConfigDict) -> "Experiment":
       raise ValueError(f"classifier.batch_size={classifier.batch_size} must be divisible by the device count "
                        f"{jax.device_count()}.")
   return Experiment(config, sde, target, score_model, optimizer, train_step, shape, likelihood_fn, sched,
-                    classifier)
+                    classifier, fields)
 
 
 def _experiment(config_or_exp) -> Experiment:
@@ -196,8 +199,8 @@ def train_classifier(config, workdir: str) -> losses.TrainState:
     raise ValueError("--mode=train_classifier needs a `classifier` config group (see configs/cond_gmm.py).")
   cc, mesh = exp.classifier, make_mesh()
   keys = jax.random.split(jax.random.fold_in(jax.random.key(exp.config.seed), 7), 3)  # init, data, train
-  job = train_lib.Job(cc.train_step, datasets.get_batch_fn(exp.target, labelled=True), None, keys[1], keys[2], kind="classifier_train",
-                      lr_field="classifier.optim.lr")
+  job = train_lib.Job(cc.train_step, datasets.get_batch_fn(exp.target, labelled=True), None, keys[1], keys[2],
+                      kind="classifier_train", lr_field="classifier.optim.lr")
   sched = train_lib.Schedule(cc.n_iters, cc.batch_size, cc.log_freq, cc.n_iters, cc.n_iters)
   state = losses.init_train_state(models.init_params(keys[0], cc.network, (1,) + exp.shape), cc.optimizer)
   os.makedirs(os.path.join(workdir, "classifier"), exist_ok=True)
@@ -225,15 +228,14 @@ def _load_classifier(exp: Experiment, workdir: str):
   if exp.classifier is None or not os.path.isdir(os.path.join(path, "checkpoints")):
     return None
   cc = exp.classifier
-  init = losses.init_train_state(models.init_params(jax.random.key(0), cc.network, (1,) + exp.shape), cc.optimizer)
-  return cc.log_prob_fn, _load(path, cc.n_iters, init, path).params
+  return cc.log_prob_fn, _load(path, cc.n_iters, losses.init_train_state(
+      models.init_params(jax.random.key(0), cc.network, (1,) + exp.shape), cc.optimizer), path).params
 
 
 def sample(config, workdir: str) -> dict:
   """Draws eval.n_samples samples with the trained model; writes samples/samples_<step>.npz."""
   exp = _experiment(config)
-  state = load_state(exp, workdir)
-  ctx = _context(exp, workdir, state, classifier=False)
+  ctx = _context(exp, workdir, state := load_state(exp, workdir), classifier=False)
   with wd.phase(f"sampling {exp.config.eval.n_samples:,} points at checkpoint step {int(state.step)}"):
     x, nfe = jax.block_until_ready(ctx.model_sampler(exp.config.eval.n_samples)(ctx.sample_key, state.ema_params))
   path = os.path.join(workdir, "samples", f"samples_{int(state.step)}.npz")
@@ -248,7 +250,7 @@ def _context(exp: Experiment, workdir: str, state, *, classifier: bool = True) -
   return evaluators.Context(  # sde: with a learned schedule, the checkpoint's own
       sde=sde, target=exp.target, shape=exp.shape, model_score_fn=exp.model_score_fn, guidance=_group(cfg, "guidance"),
       network=exp.score_model.network, params=state.ema_params, step=int(state.step), key=keys["eval"],
-      sample_key=keys["sample"], mesh=make_mesh(), sampler_kwargs=cfg.sampling.to_dict(),
+      sample_key=keys["sample"], mesh=make_mesh(), sampler_kwargs=exp.sampler_fields,
       likelihood_fn=exp.likelihood_fn if sde is exp.sde else likelihood.get_likelihood_fn(sde, **cfg.likelihood),
       classifier=_load_classifier(exp, workdir) if classifier else None,
       num_classes=int(cfg.model.get("num_classes", 0)), oracle=bool(cfg.eval.get("oracle", False)),
@@ -292,9 +294,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> d
              ("sample", mode == "sample", sample), ("eval", mode in ("eval", "all"), evaluate)]
     for name, wanted, fn in steps:
       if wanted:
-        t0 = time.time()
-        result = fn(exp, workdir)
+        t0, result = time.time(), fn(exp, workdir)
         out[f"{name}_s"] = time.time() - t0
-        if name in ("sample", "eval"):
-          out[name] = result
+        out.update({name: result} if name in ("sample", "eval") else {})
   return out

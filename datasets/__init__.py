@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from datasets.bits import AnalogBits, DigitsBits
 from datasets.images import DIGITS_N_TEST, DIGITS_SPLIT_SEED, Digits, ImageDataset, NpzImages
@@ -46,6 +48,15 @@ def get_dataset(name: str, **kwargs) -> Target:
     ValueError: unknown name or field, or a malformed parameter.
   """
   return DATASETS.build(name, **kwargs)
+
+
+def moments(target, n: int = 10_000) -> tuple[list, list]:
+  """(mean [d], covariance [d, d]) of the data flattened to d numbers, as lists: a toy target's exact
+  `mean()` and `cov()`, else those of n samples of the training data (key(0))."""
+  if hasattr(target, "mean") and hasattr(target, "cov"):
+    return np.asarray(target.mean(), np.float64).tolist(), np.asarray(target.cov(), np.float64).tolist()
+  x = np.asarray(target.sample(jax.random.key(0), n), np.float64).reshape(n, -1)
+  return x.mean(0).tolist(), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1]).tolist()
 
 
 def get_batch_fn(target, *, labelled: bool = False) -> Callable:

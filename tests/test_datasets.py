@@ -430,3 +430,12 @@ def test_condition_is_the_normalised_slice_of_the_joint():
     MIX.condition([0, 1], [0.0, 0.0])
   with pytest.raises(ValueError, match="class label"):
     MIX.component(2)
+
+
+def test_moments_of_a_mixture_are_its_exact_mean_and_covariance():
+  target = datasets.GaussianMixture()
+  mean, cov = datasets.moments(target)
+  np.testing.assert_allclose(mean, target.mean())
+  np.testing.assert_allclose(cov, target.cov())
+  x = np.asarray(target.sample(jax.random.key(0), 200_000))  # and the mixture's: Monte Carlo, 5e-2
+  np.testing.assert_allclose(cov, np.cov(x, rowvar=False), atol=5e-2)

@@ -121,3 +121,14 @@ def test_dataset_is_a_pytree_for_jit(digits):
   np.testing.assert_array_equal(fn(jax.random.key(3), digits), fn(jax.random.key(3), moved))
   assert datasets.is_image_dataset(moved) and datasets.is_image_dataset_name("npz")
   assert not datasets.is_image_dataset_name("gmm")
+
+
+def test_moments_of_an_image_dataset_come_from_its_samples(digits):
+  """datasets.moments: an image dataset has no exact moments, so they are those of 10,000 training samples
+  (flattened to 64 numbers): a symmetric positive semi-definite covariance, pixel means inside the data range."""
+  mean, cov = (np.asarray(v) for v in datasets.moments(digits))
+  x = np.asarray(digits.sample(jax.random.key(0), 10_000), np.float64).reshape(10_000, -1)
+  assert mean.shape == (64,) and cov.shape == (64, 64)
+  np.testing.assert_allclose(mean, x.mean(0), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(cov, cov.T)
+  assert np.linalg.eigvalsh(cov).min() > -1e-8 and x.min() <= mean.min() and mean.max() <= x.max()

@@ -419,3 +419,20 @@ def test_vdm_digits_few_steps(tmp_path):
   out = run_lib.run(config, str(tmp_path / "vdm"), "all")["eval"]
   e = out["elbo"]["model"]
   assert np.isfinite(e["bits_per_dim"]) and e["reconstruction"] >= 0 and e["prior"] >= 0 and out["elbo"]["n"] == 16
+
+
+def test_start_moments_data_is_the_datasets_mean_and_covariance(tmp_path):
+  """sampling.start_moments="data" (the bespoke solver's Gaussian start) becomes the target's own moments in
+  the built experiment and in what the evaluators sample with; any other string raises at build."""
+  config = get_config("ve_gmm_fast")
+  config.sampling.start_moments = "data"
+  exp = run_lib.build(config)
+  mean, cov = exp.sampler_fields["start_moments"]
+  np.testing.assert_allclose(mean, exp.target.mean())
+  np.testing.assert_allclose(cov, exp.target.cov())
+  assert config.sampling.start_moments == "data"  # the config (and config.json) keep the name
+  config.sampling.start_moments = "dta"
+  with pytest.raises(ValueError, match=r"sampling.start_moments must be \(mean \[2\], covariance \[2, 2\]\)"):
+    run_lib.run(config, str(tmp_path / "w"), "all")
+  assert not os.path.exists(tmp_path / "w" / "checkpoints")
+
