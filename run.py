@@ -1,9 +1,11 @@
 """Command line: python run.py --config=configs/ve_gmm.py [--workdir=DIR] [--mode=all].
 
 Flags only; all logic lives in run_lib. Config fields can be overridden with
---config.training.n_iters=500 and similar.
+--config.training.n_iters=500 and similar; list fields with a Python literal or comma-separated words:
+--config.data.weights="[0.5, 0.3, 0.2]", --config.eval.evaluators=samples,plots.
 """
 
+import ast
 import difflib
 import importlib.util
 import logging as pylogging
@@ -24,6 +26,25 @@ def _env_int(name):
   return int(value) if value else None
 
 
+class ListParser(flags.ArgumentParser):
+  """Parses an override of a list field (ml_collections overrides tuples but not lists): a Python literal
+  ("[0.5, 0.3, 0.2]", "[[1.0, 0.0], [0.0, 1.0]]"; a single value becomes a list of one) or words
+  separated by commas ("samples,plots")."""
+
+  def parse(self, argument):
+    if isinstance(argument, (list, tuple)):
+      return list(argument)
+    try:
+      value = ast.literal_eval(argument.strip())
+    except (ValueError, SyntaxError):
+      value = [word.strip() for word in argument.split(",") if word.strip()]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+  def flag_type(self):
+    return "list"
+
+
+config_flags.register_flag_parser_for_type(list, ListParser())
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (default runs/<config file stem>).")
 flags.DEFINE_enum("mode", "all", ["train", "train_classifier", "eval", "sample", "all"],

@@ -436,3 +436,25 @@ def test_start_moments_data_is_the_datasets_mean_and_covariance(tmp_path):
     run_lib.run(config, str(tmp_path / "w"), "all")
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
 
+
+def test_list_fields_can_be_overridden_on_the_command_line():
+  """run.py registers a parser for list fields (ml_collections parses tuples only): Python literals, one
+  value, or comma-separated words; the overridden config then reaches build's checks."""
+  from absl import flags
+  from ml_collections import config_flags
+
+  import run
+  parser = run.ListParser()
+  assert parser.parse("[0.5, 0.3]") == [0.5, 0.3] and parser.parse("0.5,0.3") == [0.5, 0.3]
+  assert parser.parse("[[1.0, 0.0], [0.0, 1.0]]") == [[1.0, 0.0], [0.0, 1.0]] and parser.parse("2.5") == [2.5]
+  assert parser.parse("samples, plots") == ["samples", "plots"] and parser.parse(["a"]) == ["a"]
+  argv = ["prog", "--config=" + os.path.join(ROOT, "configs/ve_gmm_fast.py"), "--config.data.weights=[0.7, 0.3]",
+          "--config.sampling.timesteps=" + str([-3.0 + 0.5 * i for i in range(9)])]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True, sys_argv=argv)
+  fv(argv)
+  assert fv.config.data.weights == [0.7, 0.3] and fv.config.sampling.timesteps[0] == -3.0
+  run_lib.build(fv.config)
+  fv.config.data.weights = [0.7, 0.2, 0.1]
+  with pytest.raises(ValueError, match=r"data.weights=\[0.7, 0.2, 0.1\] must be 2 positive numbers"):
+    run_lib.build(fv.config)
