@@ -234,6 +234,64 @@ def with_free_start(sde: sde_lib.SDE, timesteps: Sequence[float], coefficients: 
   return [lam_T + shift] + [float(v) for v in timesteps], [coefficients[0] * float(np.exp(shift))] + coefficients[1:]
 
 
+def with_gaussian_start(points: Sequence[float], coefficients: Sequence[float], drop: int) -> tuple[list, list]:
+  """(points, coefficients) of an (n - drop)-NFE bespoke solver with the Gaussian start
+  (`bespoke.get_bespoke_sampler(start_moments=...)`) at the n-NFE solver's evaluation point lambda_drop:
+  its first `drop` evaluations are left out, the Gaussian approximation's flow stands in for the state
+  y_drop they led to, and each later step's weights on them go to d_drop (where x0_hat barely moves
+  with the noise level, the left-out d_j are close to it). points: all n evaluation log-SNRs.
+
+  Raises:
+    ValueError: drop not in [1, n - 1], or coefficients not those of n steps.
+  """
+  from sampling import bespoke
+
+  n = len(points)
+  if not (utils.is_int(drop) and 1 <= drop <= n - 1):
+    raise ValueError(f"drop={drop!r} must be an integer in [1, {n - 1}] (the solver has {n} evaluations).")
+  ratios, weights = (np.asarray(v, np.float64) for v in bespoke.split_coefficients(
+      bespoke.check_coefficients(coefficients, n), n))
+  kept = weights[drop:, drop:].copy()
+  kept[:, 0] += weights[drop:, :drop].sum(axis=1)
+  rows, cols = np.tril_indices(n - drop)
+  return ([float(v) for v in points[drop:]],
+          [float(v) for v in np.concatenate([ratios[drop:], kept[rows, cols]])])
+
+
+def with_inserted_evaluation(points: Sequence[float], coefficients: Sequence[float], after: int,
+                             lam: float) -> tuple[list, list]:
+  """(points, coefficients) of an (n + 1)-NFE bespoke solver with the same output as the n-NFE one: a
+  new evaluation at log-SNR lam between points[after] and points[after + 1] (after the last: in
+  (points[-1], inf)), reached from y_after by the first-order (DDIM) step y_m = a y_after + (1 - a) d_after,
+  a = e^(lambda_after - lam); the step out of it rewrites y_after as (y_m - (1 - a) d_after) / a, and
+  every weight on d_m starts at 0. A start for `optimise_bespoke`, which can then use the new evaluation.
+
+  Raises:
+    ValueError: after not in [0, n - 1], or lam not strictly between its neighbours.
+  """
+  from sampling import bespoke
+
+  n = len(points)
+  if not (utils.is_int(after) and 0 <= after <= n - 1):
+    raise ValueError(f"after={after!r} must be an integer in [0, {n - 1}].")
+  upper = points[after + 1] if after + 1 < n else np.inf
+  if not points[after] < lam < upper:
+    raise ValueError(f"lam={lam!r} must lie strictly between {points[after]} and {upper}.")
+  ratios, weights = (np.asarray(v, np.float64) for v in bespoke.split_coefficients(
+      bespoke.check_coefficients(coefficients, n), n))
+  i, a = after, float(np.exp(points[after] - lam))
+  new_r, new_w = np.insert(ratios, i, a), np.zeros((n + 1, n + 1))
+  keep = [j for j in range(n + 1) if j != i + 1]  # the columns of the old evaluations
+  new_w[np.ix_([k for k in range(n + 1) if k not in (i, i + 1)], keep)] = np.delete(weights, i, axis=0)
+  new_w[i, i] = 1.0 - a
+  new_w[i + 1, keep] = weights[i]
+  new_r[i + 1] = ratios[i] / a
+  new_w[i + 1, i] -= ratios[i] * (1.0 - a) / a
+  rows, cols = np.tril_indices(n + 1)
+  return ([float(v) for v in points[: i + 1]] + [float(lam)] + [float(v) for v in points[i + 1:]],
+          [float(v) for v in np.concatenate([new_r, new_w[rows, cols]])])
+
+
 def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget], *, n_steps: int,
                      init_timesteps: Sequence[float], init_coefficients: Sequence[float] | None = None,
                      batch_size: int = 1024, n_iters: int = 300,
