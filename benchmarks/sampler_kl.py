@@ -37,8 +37,13 @@
         --section bespoke --bespoke "bespoke $t, free start" --nfes 10 --bespoke-start \
         "bespoke wide set + network, free start" --bespoke-batch 8192 --bespoke-chunks 2 --grid-iters 1000 \
         --bespoke-lr 0.001 >> $B; done                                  # one mixture at 10 NFE, ~5 min each
+    python benchmarks/sampler_kl.py --section drop --bespoke-start "bespoke wide set + network, free start" >> $B
+    python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke wide set + network, gaussian start" \
+        --nfes 10 --bespoke-start "bespoke wide set + network, free start" --gaussian-drop 1 --grid-iters 1500 \
+        --bespoke-lr 0.0003 >> $B                                          # the fast configs, ~22 min per SDE
     python benchmarks/sampler_kl.py --section model --bespoke-only \
         "bespoke set + network, free start;bespoke wide set + network, free start" >> $B
+    python benchmarks/sampler_kl.py --section model --bespoke-only "bespoke wide set + network, gaussian start" >> $B
     python benchmarks/sampler_kl.py --from-jsonl benchmarks/sampler_kl.jsonl --write      # tables + plot
 
 Three ends (`ENDS`): "tweedie", n - 1 solver steps to sigma_edm = 0.1 then the step to sigma = 0
@@ -54,7 +59,8 @@ Steps' KLUB on the default mixture (`sampling.ays`); "nfe" every sampler on a fi
 fitted grids) at every NFE; "schedules" every sampler and fixed grid at 5, 10, 20 NFE; "heldout" every setting at
 10 NFE on the fitting mixtures and on HELD_OUT ones no grid was fitted on; "transfer" other SDE
 parameters; "model" a trained network's score (learned-score KL at 10 vs 500 NFE); "bespoke" fits
-bespoke solvers (`sampling.bespoke`, `grid_opt.optimise_bespoke`) per NFE. Each prints one
+bespoke solvers (`sampling.bespoke`, `grid_opt.optimise_bespoke`) per NFE; "drop" leaves a fitted solver's
+first evaluations out for the Gaussian start. Each prints one
 JSON line per cell; --write rewrites the "## Samplers: exact KL vs NFE" section of
 benchmarks/RESULTS.md and saves benchmarks/sampler_kl.png (`sampler_kl_report`).
 """
@@ -83,7 +89,8 @@ GRID_NFES = (2, 3, 4, 5, 6, 7, 8, 10, 15)
 ENDS = {"tweedie": dict(denoise=True, sigma_end=0.1), "direct": dict(denoise=False, sigma_end=0.1),
         "half": dict(denoise=True, denoise_step="half", sigma_end=0.05)}
 UNIPC_FAST = ("unipc_3", "half", "fitted set + network")  # the earlier fast configs: sampler, end, grid at 10 NFE
-FAST = ("bespoke", "fitted", "bespoke set + network, free start")  # configs/*_gmm_fast.py at 10 NFE
+FAST = ("bespoke", "fitted", "bespoke set + network, free start")  # configs/*_gmm_fast.py's solver ...
+FAST_NFE = 9  # ... with its first evaluation left out for the Gaussian start (section "drop"): 9 NFE
 KL_FLOOR = 1e-3  # the fit minimises the mean over FIT_SET of log(KL + KL_FLOOR) (`grid_opt.optimise_grid`)
 FIT_SEED = 1  # "fitted set + network" also fits a network trained by configs/{ve,vp}_gmm.py with this seed;
 EVAL_SEED = 0  # the "model" section measures the network of the configs' own seed, which no grid saw
@@ -161,7 +168,8 @@ HELDOUT_SETTINGS = (("dpm_solver_2m", "tweedie", "log_snr"), ("dpm_solver_2m", "
                     UNIPC_FAST,
                     ("bespoke", "fitted", "bespoke set"), ("bespoke", "fitted", "bespoke set + network, free start"),
                     ("bespoke", "fitted", "bespoke wide set + network, free start"),
-                    ("bespoke", "fitted", "bespoke wide set + network, 8192 latents, free start"))
+                    ("bespoke", "fitted", "bespoke wide set + network, 8192 latents, free start"),
+                    ("bespoke", "fitted", "bespoke wide set + network, gaussian start"))
 
 
 def _bounds(end: str) -> dict:
@@ -176,16 +184,18 @@ def emit(record: dict) -> dict:
 
 def kl_cell(section: str, sde_name: str, sde, target_name: str, label: str, nfe: int, grid: str,
             timesteps=None, *, end: str = "tweedie", score_fn=None, score: str = "oracle",
-            n_batches: int = 4, coefficients=None, start_log_snr=None) -> dict:
+            n_batches: int = 4, coefficients=None, start_log_snr=None, gaussian_start: bool = False) -> dict:
   """One KL estimate at the budget nfe (EDM Heun: the odd NFE at most nfe) on a fixed or given grid
-  (label "bespoke": the bespoke solver of timesteps and coefficients)."""
+  (label "bespoke": the bespoke solver of timesteps and coefficients, with gaussian_start from the
+  target's own mean and covariance)."""
   n_steps = (nfe + 1) // 2 if label == "edm_heun" else nfe  # Heun: 2 n_steps - 1 NFE, <= nfe
   schedule = grid if grid in sampling.SCHEDULES else "custom"
   target = TARGETS[target_name]
   t0 = time.perf_counter()
   if label == "bespoke":  # its own end: timesteps and coefficients of a fit (`bespoke_section`)
     sampler = sampling.get_sampler(sde, (4096, target.dim), method="bespoke", n_steps=nfe, timesteps=timesteps,
-                                   coefficients=coefficients, start_log_snr=start_log_snr)
+                                   coefficients=coefficients, start_log_snr=start_log_snr,
+                                   start_moments=moments(target) if gaussian_start else None)
   else:
     sampler = sampling.get_sampler(sde, (4096, target.dim), n_steps=n_steps, schedule=schedule,
                                    timesteps=timesteps, **SAMPLERS[label], **ENDS[end])
@@ -195,6 +205,11 @@ def kl_cell(section: str, sde_name: str, sde, target_name: str, label: str, nfe:
                "target": target_name, "sampler": label, "end": end, "schedule": schedule, "grid": grid,
                "nfe": out["nfe"], "kl": out["kl"], "se": out["se"], "n": out["n"],
                "seconds": round(time.perf_counter() - t0, 2)})
+
+
+def moments(target) -> tuple[list, list]:
+  """The mixture's mean and covariance (exact), for the bespoke solvers' Gaussian start."""
+  return target.mean().tolist(), target.cov().tolist()
 
 
 def trained_score(sde_name: str, seed: int, workdir: str):
@@ -254,6 +269,9 @@ BESPOKE_FITS = {"bespoke 2d default": ("2d default",), "bespoke set": FIT_SET,
                 "bespoke 2d default, free start": ("2d default",), "bespoke set, free start": FIT_SET,
                 "bespoke set + network, free start": FIT_SET,  # and the FIT_SEED network (as the fast grids)
                 "bespoke wide set + network, free start": WIDE_SET,
+                # the first state from the Gaussian approximation's flow (`bespoke.bespoke_solve`), each
+                # target's (and the network's, the default mixture's) own mean and covariance
+                "bespoke wide set + network, gaussian start": WIDE_SET,
                 # started from the one above, 8,192 latents per target and step (`--bespoke-batch`)
                 "bespoke wide set + network, 8192 latents, free start": WIDE_SET,
                 # fitted on the mixture they are measured on, as Shaul et al. fit one solver per model
@@ -271,6 +289,8 @@ def bespoke_inits(grids: dict, sde_name: str, nfe: int, free: bool = False) -> l
   sigma_end), and n - 1 points at the bin midpoints of [-1, 1] and of [-2, 2.5] in log-SNR (with a free
   start, n points there)."""
   mid = lambda a, b, k=nfe - 1: list(a + (b - a) * (np.arange(k) + 0.5) / k)
+  if free == "gaussian":  # the Gaussian start covers the flow down to lambda_0 ~ -2 (RESULTS' notes)
+    return [mid(-2.0, 3.0, nfe)]
   if free:  # all n points are fitted
     return [mid(-1.0, 1.0, nfe), mid(-2.0, 2.5, nfe)]
   interior = grids.get(("fitted set", "half", sde_name, nfe))
@@ -286,13 +306,27 @@ def fast_start(sde, nfe: int, timesteps, free: bool) -> tuple[list, list]:
   return grid_opt.with_free_start(sde, lams, coefficients, FREE_START_SHIFT) if free else (lams, coefficients)
 
 
+def gaussian_drop(points: list, coefficients: list, drop: int) -> tuple[list, list]:
+  """The solver of (points, coefficients) with its first `drop` evaluations left out for the Gaussian
+  start (`grid_opt.with_gaussian_start`) and `drop` evaluations inserted, each at the middle of the widest
+  gap between its points (`grid_opt.with_inserted_evaluation`): the same NFE and almost the same output
+  (RESULTS' notes), a start from which a fit can spend the evaluations where the modes separate."""
+  points, coefficients = grid_opt.with_gaussian_start(points, coefficients, drop)
+  for _ in range(drop):
+    after = int(np.argmax(np.diff(points)))
+    points, coefficients = grid_opt.with_inserted_evaluation(points, coefficients, after,
+                                                             0.5 * (points[after] + points[after + 1]))
+  return points, coefficients
+
+
 def bespoke_section(args, grids: dict) -> None:
   """Fits a bespoke solver (`grid_opt.optimise_bespoke`) per SDE and NFE on args.bespoke's targets
   (one mixture: its exact KL; a set: the mean of log(KL + KL_FLOOR)) and measures it at that NFE on
   the fit targets and BESPOKE_TARGETS (section "nfe") and, at 10 NFE, on every mixture ("heldout"), from
   65,536 latents (the first 16,384 those of the other cells): the fitted solvers' per-sample terms spread
   more than the fitted grids', so 16,384 leave a standard error of ~0.35e-3 at a KL of ~0.5e-3."""
-  names, free = BESPOKE_FITS[args.bespoke], args.bespoke.endswith("free start")
+  names, gauss = BESPOKE_FITS[args.bespoke], args.bespoke.endswith("gaussian start")
+  free = gauss or args.bespoke.endswith("free start")
   floor = (args.bespoke_floor or KL_FLOOR) if len(names) > 1 else None
   for sde_name in args.sdes:
     sde = SDES[sde_name]
@@ -300,28 +334,36 @@ def bespoke_section(args, grids: dict) -> None:
     if "+ network" in args.bespoke:
       default = TARGETS["2d default"]
       fit.append((trained_score(sde_name, FIT_SEED, args.workdir)[1], default.log_prob, default.dim))
+    fit_moments = [moments(TARGETS[n]) for n in names] + [moments(TARGETS["2d default"])] * ("+ network" in args.bespoke)
     for nfe in args.nfes:
       t0, fits = time.perf_counter(), []
-      starts = [(init, None) for init in bespoke_inits(grids, sde_name, nfe, free)]
+      starts = [(init, None) for init in bespoke_inits(grids, sde_name, nfe, "gaussian" if gauss else free)]
       if args.bespoke_start == "fast":  # the earlier fast configs' UniPC-3 on its grid (`grid_opt.coefficients_of`)
         starts = [fast_start(sde, nfe, grids[(UNIPC_FAST[2], UNIPC_FAST[1], sde_name, nfe)], free)]
       elif args.bespoke_start != "dpm":  # another fit's solver in the JSON lines
-        timesteps, coefficients, start_log_snr = load_bespoke(args.grids)[(args.bespoke_start, sde_name, nfe)]
+        fits_there = load_bespoke(args.grids)
+        if (args.bespoke_start, sde_name, nfe) not in fits_there:
+          raise ValueError(f"--bespoke-start={args.bespoke_start!r}: no such fit for {sde_name} at {nfe} NFE in "
+                           f"--grids={args.grids!r}; there: {sorted({k[0] for k in fits_there})}.")
+        timesteps, coefficients, start_log_snr = fits_there[(args.bespoke_start, sde_name, nfe)]
         if (start_log_snr is not None) != free:
           raise ValueError(f"--bespoke-start={args.bespoke_start!r}: its free start must match {args.bespoke!r}'s.")
         starts = [([start_log_snr] * free + timesteps, coefficients)]
+        if args.gaussian_drop:  # its first evaluations left out for the Gaussian start, as many put back
+          starts = [gaussian_drop(*starts[0], args.gaussian_drop)]
       for init, coefficients in starts:
         out = grid_opt.optimise_bespoke(jax.random.key(1), sde, fit, n_steps=nfe, init_timesteps=init,
                                         init_coefficients=coefficients, batch_size=args.bespoke_batch,
                                         chunks=args.bespoke_chunks, n_iters=args.grid_iters,
-                                        learning_rate=args.bespoke_lr, kl_floor=floor, free_start=free)
+                                        learning_rate=args.bespoke_lr, kl_floor=floor, free_start=free,
+                                        start_moments=fit_moments if gauss else None)
         fits.append((float(np.mean(out["loss"][-50:])), init, out))
       loss, init, out = min(fits, key=lambda f: f[0])
       emit({"benchmark": "sampler_kl_bespoke", "grid": args.bespoke, "sde": sde_name, "nfe": nfe,
-            "start": args.bespoke_start,
+            "start": args.bespoke_start, "gaussian_drop": args.gaussian_drop,
             "fit_targets": list(names) + FIT_NAMES["fitted set + network"][-1:] * ("+ network" in args.bespoke),
             "timesteps": out["timesteps"], "coefficients": out["coefficients"],
-            "start_log_snr": out["start_log_snr"],
+            "start_log_snr": out["start_log_snr"], "gaussian_start": gauss,
             "train_loss_last50": loss, "init": init, "init_losses": [f[0] for f in fits], "iters": args.grid_iters,
             "learning_rate": args.bespoke_lr, "batch_size": args.bespoke_batch, "kl_floor": floor,
             "seconds": round(time.perf_counter() - t0, 1)})
@@ -329,7 +371,27 @@ def bespoke_section(args, grids: dict) -> None:
       cells += [("heldout", t) for t in TARGETS] if nfe == 10 else []
       for section, target in cells:
         kl_cell(section, sde_name, sde, target, "bespoke", nfe, args.bespoke, out["timesteps"], end="fitted",
-                coefficients=out["coefficients"], start_log_snr=out["start_log_snr"], n_batches=16)
+                coefficients=out["coefficients"], start_log_snr=out["start_log_snr"], n_batches=16,
+                gaussian_start=gauss)
+
+
+def drop_section(args) -> None:
+  """The fit --bespoke-start (a 10-NFE free-start solver in the JSON lines) with its first k = 0..3
+  evaluations left out for the Gaussian start (`grid_opt.with_gaussian_start`, no refit), 10 - k NFE,
+  on every mixture from 65,536 latents, and with the trained network of the configs' seed (EVAL_SEED) on
+  the default mixture: how many evaluations the data's mean and covariance replace."""
+  fits = load_bespoke(args.grids)
+  for sde_name in args.sdes:
+    timesteps, coefficients, start_log_snr = fits[(args.bespoke_start, sde_name, 10)]
+    network = trained_score(sde_name, EVAL_SEED, args.workdir)[1]
+    for drop in range(4):
+      points, kept = [start_log_snr] + timesteps, coefficients
+      if drop:
+        points, kept = grid_opt.with_gaussian_start(points, coefficients, drop)
+      for target, score in [(t, "oracle") for t in TARGETS] + [("2d default", "model")]:
+        kl_cell("drop", sde_name, SDES[sde_name], target, "bespoke", len(points), args.bespoke_start, points[1:],
+                end="fitted", coefficients=kept, start_log_snr=points[0], n_batches=16, gaussian_start=True,
+                score=score, score_fn=network if score == "model" else None)
 
 
 def records(path: str, benchmark: str) -> list[dict]:
@@ -367,6 +429,8 @@ def run_section(args) -> None:
     return model_section(args, grids)
   if args.section == "bespoke":
     return bespoke_section(args, grids)
+  if args.section == "drop":
+    return drop_section(args)
   for sde_name in args.sdes:
     sde = SDES[sde_name]
     if args.section == "nfe":
@@ -423,12 +487,13 @@ def model_section(args, grids: dict) -> None:
         for score in ("model", "oracle"):
           kl_cell("model", sde_name, exp.sde, "2d default", "bespoke", nfe, fit, timesteps, end="fitted",
                   score_fn=score_fn if score == "model" else None, score=score, coefficients=coefficients,
-                  start_log_snr=start_log_snr, n_batches=16)
+                  start_log_snr=start_log_snr, n_batches=16, gaussian_start=fit.endswith("gaussian start"))
 
 
 BESPOKE_MODEL_CELLS = (("bespoke 2d default", 4), ("bespoke 2d default", 6), ("bespoke set", 5),
                        ("bespoke 2d default, free start", 3), ("bespoke 2d default, free start", 4),
-                       ("bespoke set + network, free start", 10), ("bespoke wide set + network, free start", 10))
+                       ("bespoke set + network, free start", 10), ("bespoke wide set + network, free start", 10),
+                       ("bespoke wide set + network, gaussian start", 10))
 
 
 def load_bespoke(path: str) -> dict:
@@ -447,13 +512,16 @@ MODEL_CELLS = ((UNIPC_FAST, 10), ((UNIPC_FAST[0], UNIPC_FAST[1], "fitted set"), 
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--section", choices=("grids", "nfe", "schedules", "heldout", "transfer", "model",
-                                                "bespoke"))
+                                                "bespoke", "drop"))
   parser.add_argument("--bespoke", default="bespoke 2d default", choices=tuple(BESPOKE_FITS),
                       help="section bespoke: its fit targets (with --nfes, --grid-iters)")
   parser.add_argument("--bespoke-lr", type=float, default=0.05, help="section bespoke: Adam's step size")
   parser.add_argument("--bespoke-start", default="dpm", choices=("dpm", "fast") + tuple(BESPOKE_FITS),
                       help="section bespoke: DPM-Solver++(2M) on three grids, the earlier fast configs' UniPC-3 "
                            "(10 NFE), or a fit's solver in the JSON lines (--grids)")
+  parser.add_argument("--gaussian-drop", type=int, default=0,
+                      help="section bespoke, a gaussian-start fit from another fit (--bespoke-start): leave out its "
+                           "first evaluations and insert as many (`gaussian_drop`)")
   parser.add_argument("--bespoke-batch", type=int, default=2048, help="section bespoke: latents per target and step")
   parser.add_argument("--bespoke-chunks", type=int, default=1,
                       help="section bespoke: slices of those latents (`grid_opt.mean_kl_loss`)")
