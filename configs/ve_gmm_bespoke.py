@@ -24,11 +24,12 @@ COEFFICIENTS = [0.2991084, 0.4109848, 0.2944907, 0.403404] + \
     [0.9503883, -0.205979, 0.9635409, -0.00532682, -0.5106018, 1.095277, 0.07560711, -0.05953876, 0.06687819, 0.5135587]
 
 
-def bespoke_sampling(start_log_snr, timesteps, coefficients) -> ml_collections.ConfigDict:
-  """The sampling group shared with vp_gmm_bespoke (sampling.get_bespoke_sampler)."""
-  return ml_collections.ConfigDict(dict(
-      method="bespoke", n_steps=len(timesteps) + 1, start_log_snr=start_log_snr, timesteps=list(timesteps),
-      coefficients=list(coefficients)))
+def bespoke_sampling(start_log_snr, timesteps, coefficients, start_moments=None) -> ml_collections.ConfigDict:
+  """The sampling group shared with vp_gmm_bespoke and the fast configs (sampling.get_bespoke_sampler;
+  start_moments="data": the Gaussian start from the training data's mean and covariance)."""
+  fields = dict(method="bespoke", n_steps=len(timesteps) + 1, start_log_snr=start_log_snr,
+                timesteps=list(timesteps), coefficients=list(coefficients))
+  return ml_collections.ConfigDict(dict(fields, start_moments=start_moments) if start_moments else fields)
 
 
 def get_config():

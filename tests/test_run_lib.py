@@ -449,11 +449,11 @@ def test_list_fields_can_be_overridden_on_the_command_line():
   assert parser.parse("[[1.0, 0.0], [0.0, 1.0]]") == [[1.0, 0.0], [0.0, 1.0]] and parser.parse("2.5") == [2.5]
   assert parser.parse("samples, plots") == ["samples", "plots"] and parser.parse(["a"]) == ["a"]
   argv = ["prog", "--config=" + os.path.join(ROOT, "configs/ve_gmm_fast.py"), "--config.data.weights=[0.7, 0.3]",
-          "--config.sampling.timesteps=" + str([-3.0 + 0.5 * i for i in range(9)])]
+          "--config.sampling.timesteps=" + str([-2.5 + 0.5 * i for i in range(8)])]
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True, sys_argv=argv)
   fv(argv)
-  assert fv.config.data.weights == [0.7, 0.3] and fv.config.sampling.timesteps[0] == -3.0
+  assert fv.config.data.weights == [0.7, 0.3] and fv.config.sampling.timesteps[0] == -2.5
   run_lib.build(fv.config)
   fv.config.data.weights = [0.7, 0.2, 0.1]
   with pytest.raises(ValueError, match=r"data.weights=\[0.7, 0.2, 0.1\] must be 2 positive numbers"):
