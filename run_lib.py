@@ -251,8 +251,8 @@ def _context(exp: Experiment, workdir: str, state, *, classifier: bool = True) -
       sde=sde, target=exp.target, shape=exp.shape, model_score_fn=exp.model_score_fn, guidance=_group(cfg, "guidance"),
       network=exp.score_model.network, params=state.ema_params, step=int(state.step), key=keys["eval"],
       sample_key=keys["sample"], mesh=make_mesh(), sampler_kwargs=exp.sampler_fields,
+      sampler_config=cfg.sampling.to_dict(), classifier=_load_classifier(exp, workdir) if classifier else None,
       likelihood_fn=exp.likelihood_fn if sde is exp.sde else likelihood.get_likelihood_fn(sde, **cfg.likelihood),
-      classifier=_load_classifier(exp, workdir) if classifier else None,
       num_classes=int(cfg.model.get("num_classes", 0)), oracle=bool(cfg.eval.get("oracle", False)),
       plots_dir=os.path.join(workdir, "plots"))
 

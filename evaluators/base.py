@@ -24,7 +24,8 @@ class Context:
     step: the checkpoint's step.
     key: the root eval key; sample_key: the root key of `--mode=sample` and of trajectories.
     mesh: the device mesh.
-    sampler_kwargs: the `sampling` group, for `sampling.get_sampler`.
+    sampler_kwargs: the `sampling` group, for `sampling.get_sampler` (start_moments="data" resolved to numbers).
+    sampler_config: the `sampling` group as the config gives it, for summaries (None: sampler_kwargs).
     likelihood_fn: from `likelihood.get_likelihood_fn`.
     guidance: {"w": classifier-free weight, "classifier_scale": classifier-guidance scale}.
     classifier: (log_prob_fn, params) of a trained noise-conditional classifier, or None.
@@ -55,6 +56,11 @@ class Context:
   summary: dict = dataclasses.field(default_factory=dict)
   arrays: dict = dataclasses.field(default_factory=dict)
   cache: dict = dataclasses.field(default_factory=dict)
+  sampler_config: dict | None = None
+
+  def sampler_summary(self) -> dict:
+    """The sampling fields a summary records: the config's, so a Gaussian start's moments are "data"."""
+    return dict(self.sampler_kwargs if self.sampler_config is None else self.sampler_config)
 
   def score_fn(self, params=None) -> Callable:
     """The model's score with `params` (default: the EMA parameters) bound."""

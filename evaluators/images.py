@@ -52,7 +52,7 @@ def image_samples(ctx: Context, *, n_samples: int) -> tuple[dict, dict]:
   """n_samples samples with the configured sampler (in the data range)."""
   x, nfe = jax.block_until_ready(ctx.model_sampler(n_samples)(image_keys(ctx)["sample"], ctx.params))
   x = sharding.to_host(x)
-  return ({"n_samples": n_samples, "nfe": int(nfe), "sampler": dict(ctx.sampler_kwargs),
+  return ({"n_samples": n_samples, "nfe": int(nfe), "sampler": ctx.sampler_summary(),
            "n_nonfinite": int(np.sum(~np.isfinite(x)))}, {"model": x})
 
 

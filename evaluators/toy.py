@@ -59,7 +59,7 @@ def samples(ctx: Context, *, n_samples: int, n_floor_pairs: int, sw_projections:
     with wd.phase(f"sampling {n_samples:,} points with the oracle (exact) score ({method})"):
       arrays["oracle"] = np.asarray(sharding.to_host(ctx.oracle_sampler(n_samples)(keys["sample"])[0]))
   sample_fn = ctx.data_sampler()
-  summary = {"n_samples": n_samples, "nfe": int(nfe), "sampler": dict(ctx.sampler_kwargs)}
+  summary = {"n_samples": n_samples, "nfe": int(nfe), "sampler": ctx.sampler_summary()}
   with wd.phase(f"metrics against {n_floor_pairs} true sets, floor from {n_floor_pairs} pairs"):
     refs = [sample_fn(k, n_samples) for k in jax.random.split(keys["ref"], n_floor_pairs)]
     arrays["reference"] = np.asarray(refs[0])

@@ -205,6 +205,8 @@ def test_every_config_runs_through_run_lib(tmp_path, name):
   config.eval.oracle = False
   out = run_lib.run(config, str(tmp_path / name), "all")
   assert np.isfinite(out["eval"]["model"]["energy_distance"])
+  if config.sampling.get("start_moments") == "data":  # the summary names the moments; it does not hold them
+    assert out["eval"]["sampler"]["start_moments"] == "data" and out["eval"]["nfe"] == config.sampling.n_steps
   if "classifier" in config:  # conditional configs: per-class metrics of CFG and classifier guidance
     assert os.path.isdir(tmp_path / name / "classifier" / "checkpoints")
     for row in out["eval"]["per_class"].values():
