@@ -43,7 +43,10 @@
         --bespoke-lr 0.0003 >> $B                                          # the fast configs, ~22 min per SDE
     python benchmarks/sampler_kl.py --section model --bespoke-only \
         "bespoke set + network, free start;bespoke wide set + network, free start" >> $B
-    python benchmarks/sampler_kl.py --section model --bespoke-only "bespoke wide set + network, gaussian start" >> $B
+    python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke 2d default, gaussian start" --nfes 2,3,4 \
+        --grid-iters 1500 >> $B                                            # configs/*_gmm_bespoke.py, ~2 min
+    python benchmarks/sampler_kl.py --section model --bespoke-only \
+        "bespoke 2d default, gaussian start;bespoke wide set + network, gaussian start" >> $B
     python benchmarks/sampler_kl.py --from-jsonl benchmarks/sampler_kl.jsonl --write      # tables + plot
 
 Three ends (`ENDS`): "tweedie", n - 1 solver steps to sigma_edm = 0.1 then the step to sigma = 0
@@ -267,6 +270,7 @@ def grids_section(args) -> None:
 
 BESPOKE_FITS = {"bespoke 2d default": ("2d default",), "bespoke set": FIT_SET,
                 "bespoke 2d default, free start": ("2d default",), "bespoke set, free start": FIT_SET,
+                "bespoke 2d default, gaussian start": ("2d default",),
                 "bespoke set + network, free start": FIT_SET,  # and the FIT_SEED network (as the fast grids)
                 "bespoke wide set + network, free start": WIDE_SET,
                 # the first state from the Gaussian approximation's flow (`bespoke.bespoke_solve`), each
@@ -493,7 +497,9 @@ def model_section(args, grids: dict) -> None:
 BESPOKE_MODEL_CELLS = (("bespoke 2d default", 4), ("bespoke 2d default", 6), ("bespoke set", 5),
                        ("bespoke 2d default, free start", 3), ("bespoke 2d default, free start", 4),
                        ("bespoke set + network, free start", 10), ("bespoke wide set + network, free start", 10),
-                       ("bespoke wide set + network, gaussian start", 10))
+                       ("bespoke wide set + network, gaussian start", 10),
+                       ("bespoke 2d default, gaussian start", 2), ("bespoke 2d default, gaussian start", 3),
+                       ("bespoke 2d default, gaussian start", 4))
 
 
 def load_bespoke(path: str) -> dict:
