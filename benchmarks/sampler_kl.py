@@ -331,6 +331,9 @@ def bespoke_section(args, grids: dict) -> None:
   more than the fitted grids', so 16,384 leave a standard error of ~0.35e-3 at a KL of ~0.5e-3."""
   names, gauss = BESPOKE_FITS[args.bespoke], args.bespoke.endswith("gaussian start")
   free = gauss or args.bespoke.endswith("free start")
+  if args.gaussian_drop and not (gauss and args.bespoke_start in BESPOKE_FITS):
+    raise ValueError(f"--gaussian-drop={args.gaussian_drop} needs a gaussian-start fit (--bespoke) started from "
+                     f"another fit (--bespoke-start); got {args.bespoke!r} from {args.bespoke_start!r}.")
   floor = (args.bespoke_floor or KL_FLOOR) if len(names) > 1 else None
   for sde_name in args.sdes:
     sde = SDES[sde_name]
