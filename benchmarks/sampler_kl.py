@@ -37,7 +37,7 @@
         --section bespoke --bespoke "bespoke $t, free start" --nfes 10 --bespoke-start \
         "bespoke wide set + network, free start" --bespoke-batch 8192 --bespoke-chunks 2 --grid-iters 1000 \
         --bespoke-lr 0.001 >> $B; done                                  # one mixture at 10 NFE, ~5 min each
-    python benchmarks/sampler_kl.py --section drop --bespoke-start "bespoke wide set + network, free start" >> $B
+    python benchmarks/sampler_kl.py --section drop --bespoke-start "bespoke set + network, free start" >> $B
     python benchmarks/sampler_kl.py --section bespoke --bespoke "bespoke wide set + network, gaussian start" \
         --nfes 10 --bespoke-start "bespoke wide set + network, free start" --gaussian-drop 1 --grid-iters 1500 \
         --bespoke-lr 0.0003 >> $B                                          # the fast configs, ~22 min per SDE
@@ -198,7 +198,7 @@ def kl_cell(section: str, sde_name: str, sde, target_name: str, label: str, nfe:
   if label == "bespoke":  # its own end: timesteps and coefficients of a fit (`bespoke_section`)
     sampler = sampling.get_sampler(sde, (4096, target.dim), method="bespoke", n_steps=nfe, timesteps=timesteps,
                                    coefficients=coefficients, start_log_snr=start_log_snr,
-                                   start_moments=moments(target) if gaussian_start else None)
+                                   start_moments=datasets.moments(target) if gaussian_start else None)
   else:
     sampler = sampling.get_sampler(sde, (4096, target.dim), n_steps=n_steps, schedule=schedule,
                                    timesteps=timesteps, **SAMPLERS[label], **ENDS[end])
@@ -208,11 +208,6 @@ def kl_cell(section: str, sde_name: str, sde, target_name: str, label: str, nfe:
                "target": target_name, "sampler": label, "end": end, "schedule": schedule, "grid": grid,
                "nfe": out["nfe"], "kl": out["kl"], "se": out["se"], "n": out["n"],
                "seconds": round(time.perf_counter() - t0, 2)})
-
-
-def moments(target) -> tuple[list, list]:
-  """The mixture's mean and covariance (exact), for the bespoke solvers' Gaussian start."""
-  return target.mean().tolist(), target.cov().tolist()
 
 
 def trained_score(sde_name: str, seed: int, workdir: str):
@@ -287,13 +282,14 @@ FREE_START_SHIFT = 0.1  # a free-start fit from a solver that evaluates at T fir
 BESPOKE_TARGETS = ("2d default", "3d three modes", "3d narrow", "2d ring")  # the "nfe" tables' targets
 
 
-def bespoke_inits(grids: dict, sde_name: str, nfe: int, free: bool = False) -> list[list[float]]:
+def bespoke_inits(grids: dict, sde_name: str, nfe: int, free: bool = False,
+                  gaussian: bool = False) -> list[list[float]]:
   """Where the bespoke fits start (the best by training loss is kept; the fit has local minima): the
   evaluation points of the "fitted set" grid with the "half" end at nfe (its interior points and
   sigma_end), and n - 1 points at the bin midpoints of [-1, 1] and of [-2, 2.5] in log-SNR (with a free
   start, n points there)."""
   mid = lambda a, b, k=nfe - 1: list(a + (b - a) * (np.arange(k) + 0.5) / k)
-  if free == "gaussian":  # the Gaussian start covers the flow down to lambda_0 ~ -2 (RESULTS' notes)
+  if gaussian:  # the Gaussian start covers the flow down to lambda_0 ~ -2 (RESULTS' notes)
     return [mid(-2.0, 3.0, nfe)]
   if free:  # all n points are fitted
     return [mid(-1.0, 1.0, nfe), mid(-2.0, 2.5, nfe)]
@@ -341,10 +337,10 @@ def bespoke_section(args, grids: dict) -> None:
     if "+ network" in args.bespoke:
       default = TARGETS["2d default"]
       fit.append((trained_score(sde_name, FIT_SEED, args.workdir)[1], default.log_prob, default.dim))
-    fit_moments = [moments(TARGETS[n]) for n in names] + [moments(TARGETS["2d default"])] * ("+ network" in args.bespoke)
+    fit_moments = [datasets.moments(TARGETS[n]) for n in names + ("2d default",) * ("+ network" in args.bespoke)]
     for nfe in args.nfes:
       t0, fits = time.perf_counter(), []
-      starts = [(init, None) for init in bespoke_inits(grids, sde_name, nfe, "gaussian" if gauss else free)]
+      starts = [(init, None) for init in bespoke_inits(grids, sde_name, nfe, free, gauss)]
       if args.bespoke_start == "fast":  # the earlier fast configs' UniPC-3 on its grid (`grid_opt.coefficients_of`)
         starts = [fast_start(sde, nfe, grids[(UNIPC_FAST[2], UNIPC_FAST[1], sde_name, nfe)], free)]
       elif args.bespoke_start != "dpm":  # another fit's solver in the JSON lines
