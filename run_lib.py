@@ -50,7 +50,7 @@ class Experiment:
   likelihood_fn: Callable
   schedule: train_lib.Schedule
   classifier: losses.ClassifierSetup | None = None  # the guidance classifier
-  sampler_fields: dict = dataclasses.field(default_factory=dict)  # `sampling` with start_moments="data" resolved
+  sampler_fields: dict = dataclasses.field(default_factory=dict)  # `sampler_fields(config.sampling, target)`
 
   @property
   def model_score_fn(self) -> Callable:
@@ -128,10 +128,7 @@ def build(config: ml_collections.ConfigDict) -> "Experiment":
   optimizer = losses.get_optimizer(total_steps=config.training.n_iters, **config.optim)
   sched = train_lib.Schedule(**config.training)
   train_step = losses.get_train_step_fn(loss_fn, optimizer, ema_rate=sched.ema_rate, ema_warmup=sched.ema_warmup)
-  fields = config.sampling.to_dict()
-  if fields.get("start_moments") == "data":  # the bespoke solver's Gaussian start (sampling.bespoke)
-    fields["start_moments"] = datasets.moments(target)
-  sampler = sampling.get_sampler(sde, (1,) + shape, **fields)
+  sampler = sampling.get_sampler(sde, (1,) + shape, **(fields := sampler_fields(config.sampling, target)))
   n_traj = config.eval.get("n_trajectory", 0) if "plots" in config.eval.evaluators else 0
   if n_traj > sampler.max_trajectory:
     raise ValueError(f"eval.n_trajectory={n_traj!r} needs a sampler that returns up to that many trajectory "
@@ -149,21 +146,26 @@ def build(config: ml_collections.ConfigDict) -> "Experiment":
                     classifier, fields)
 
 
+def sampler_fields(sampling_group, target) -> dict:
+  """get_sampler's fields of a sampling group: start_moments="data" becomes the target's `datasets.moments`."""
+  fields = sampling_group.to_dict()
+  data = {"start_moments": datasets.moments(target)} if fields.get("start_moments") == "data" else {}
+  return {**fields, **data}
+
+
 def _experiment(config_or_exp) -> Experiment:
   return config_or_exp if isinstance(config_or_exp, Experiment) else build(config_or_exp)
 
 
 def init_state(exp: Experiment, key: jax.Array) -> losses.TrainState:
-  params = models.init_params(key, exp.score_model.network, (1,) + exp.shape)
-  return losses.init_train_state(params, exp.optimizer)
+  return losses.init_train_state(models.init_params(key, exp.score_model.network, (1,) + exp.shape), exp.optimizer)
 
 
 def train_job(exp: Experiment, mesh) -> tuple[train_lib.Job, train_lib.Schedule, losses.TrainState]:
   """(job, schedule, initial replicated state) of the score model's training."""
   keys = root_keys(exp.config.seed)
-  data = None
-  if datasets.is_image_dataset(exp.target):  # a pytree of device arrays, replicated
-    data = jax.device_put(exp.target, sharding.replicated(mesh))
+  # an image dataset goes into the step as a pytree of device arrays, replicated
+  data = jax.device_put(exp.target, sharding.replicated(mesh)) if datasets.is_image_dataset(exp.target) else None
   batch_fn = datasets.get_batch_fn(exp.target, labelled=bool(exp.config.model.get("num_classes", 0)))
   job = train_lib.Job(exp.train_step, batch_fn, data, keys["data"], keys["train"])
   return job, exp.schedule, jax.device_put(init_state(exp, keys["init"]), sharding.replicated(mesh))
@@ -261,12 +263,10 @@ def evaluate(config, workdir: str) -> dict:
   """Runs the evaluators of config.eval.evaluators on the latest checkpoint; writes
   eval/summary.json, samples/eval_<step>.npz and plots/*.png; returns the summary."""
   exp = _experiment(config)
-  state = load_state(exp, workdir)
-  ctx = _context(exp, workdir, state)
+  ctx = _context(exp, workdir, state := load_state(exp, workdir))
   ev = exp.config.eval.to_dict()
-  names = ev.pop("evaluators")
   ctx.summary.update(step=int(state.step), data=exp.config.data.to_dict())
-  summary, arrays = evaluators.run(ctx, names, ev)
+  summary, arrays = evaluators.run(ctx, ev.pop("evaluators"), ev)
   wd.write_eval(workdir, int(state.step), summary, arrays, evaluators.headline(summary))
   return summary
 

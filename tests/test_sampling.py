@@ -1042,15 +1042,6 @@ def test_ays_published_grid_and_fit():
   assert np.mean(out["loss"][-5:]) < 0.8 * np.mean(out["loss"][:5]), out["loss"]
 
 
-def sampling_fields(config, target) -> dict:
-  """config.sampling for get_sampler on `target`: start_moments="data" is the target's own mean and
-  covariance, as run_lib resolves it for the data a run trains on."""
-  fields = config.sampling.to_dict()
-  if fields.get("start_moments") == "data":
-    fields["start_moments"] = datasets.moments(target)
-  return fields
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("config_name", ["ve_gmm_fast", "vp_gmm_fast"])
 def test_must_show_fast_configs_reach_kl_0003_with_the_exact_score(config_name):
@@ -1061,10 +1052,12 @@ def test_must_show_fast_configs_reach_kl_0003_with_the_exact_score(config_name):
   benchmarks/RESULTS.md, "Samplers: exact KL vs NFE"; on modes of standard deviation 0.1-0.2 it is
   not met everywhere, see the next test). The earliest DPM-Solver++(2M), log-SNR grid, Tweedie end:
   0.0042 +- 0.0011 (VE) and 0.0054 +- 0.0012 (VP) at 8,192 latents."""
+  import run_lib
+
   config = importlib.import_module(f"configs.{config_name}").get_config()
   sde = sde_lib.get_sde(**config.sde)
   target = MIX3
-  sampler = sampling.get_sampler(sde, (2048, target.dim), **sampling_fields(config, target))
+  sampler = sampling.get_sampler(sde, (2048, target.dim), **run_lib.sampler_fields(config.sampling, target))
   out = metrics.sampler_kl(jax.random.key(0), sampler, target.score_fn(sde), target.log_prob, sde, n_batches=2)
   assert out["nfe"] <= 10 and out["kl"] + 2 * out["se"] <= 0.003, out
 
@@ -1084,9 +1077,11 @@ def test_fast_configs_on_narrow_modes_stay_near_their_measured_kl(config_name):
   0.0026; the earlier UniPC-3 setting: 0.0045 and 0.0052); on the
   benchmark's narrow mixtures (16,384-65,536 latents) 0.002-0.007, so the must-show bound is not met
   on all of them. A regression guard at 0.01, not the goal."""
+  import run_lib
+
   config = importlib.import_module(f"configs.{config_name}").get_config()
   sde = sde_lib.get_sde(**config.sde)
-  sampler = sampling.get_sampler(sde, (2048, 3), **sampling_fields(config, NARROW3))
+  sampler = sampling.get_sampler(sde, (2048, 3), **run_lib.sampler_fields(config.sampling, NARROW3))
   out = metrics.sampler_kl(jax.random.key(0), sampler, NARROW3.score_fn(sde), NARROW3.log_prob, sde, n_batches=2)
   assert out["nfe"] == 9 and out["kl"] < 0.01, out
 

@@ -219,8 +219,7 @@ def test_bespoke_configs_reach_their_measured_exact_kl(config_name):
   config = importlib.import_module(f"configs.{config_name}").get_config()
   sde = run_lib.build(config).sde
   target = datasets.GaussianMixture()
-  sampler = sampling.get_sampler(sde, (4096, 2), **dict(config.sampling.to_dict(),
-                                                        start_moments=datasets.moments(target)))
+  sampler = sampling.get_sampler(sde, (4096, 2), **run_lib.sampler_fields(config.sampling, target))
   out = metrics.sampler_kl(jax.random.key(3), sampler, target.score_fn(sde), target.log_prob, sde, n_batches=2)
   assert out["nfe"] == 4 and out["kl"] + 2 * out["se"] <= 0.0015, out
 
