@@ -278,14 +278,12 @@ def phase(name: str, *, every_s: float = 15.0):
 
   beat = threading.Thread(target=heartbeat, daemon=True)
   beat.start()
+  finished = False
   try:
     yield
-  except BaseException:
-    logging.info("%s: stopped after %.1f s", name, time.time() - t0)
-    raise
-  else:
-    logging.info("%s: done in %.1f s", name, time.time() - t0)
-  finally:
+    finished = True
+  finally:  # the heartbeat stops before the end line, so no "so far" line can follow it
     stop.set()
     beat.join()
+    logging.info("%s: done in %.1f s" if finished else "%s: stopped after %.1f s", name, time.time() - t0)
     _PHASES.remove(token)
