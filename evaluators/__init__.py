@@ -2,8 +2,9 @@
 
 Each evaluator is a function `fn(ctx, **fields) -> (summary, arrays)`: `ctx` (a `Context`) holds
 what the run built (SDE, target, model score, parameters, keys, mesh, sampler settings), the
-fields are the evaluator's own settings from `config.eval` (a field no chosen evaluator takes is
-an error), `summary` a dict merged into eval/summary.json and `arrays` what goes into
+fields are the evaluator's own settings from `config.eval` (a field no evaluator takes is an
+error; one taken only by evaluators left out of the list is ignored, with a log line, so that
+`--config.eval.evaluators=samples,plots` works on a config whose eval group also sets NLL fields), `summary` a dict merged into eval/summary.json and `arrays` what goes into
 samples/eval_<step>.npz. Evaluators run in the listed order and may read what earlier ones
 returned (`ctx.summary`, `ctx.arrays`).
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+
+from absl import logging
 
 from evaluators.base import Context
 from evaluators import bits, bound, conditional, images, inverse, plots, sdedit, toy
@@ -40,21 +43,27 @@ def fields_of(name: str) -> set[str]:
   return {p.name for p in _params(name)}
 
 
-def check(names, fields: dict) -> None:
-  """Checks the list of evaluators and that every field is taken by one of them.
+def check(names, fields: dict) -> list[str]:
+  """Checks the list of evaluators and their fields; returns the fields that only evaluators left out
+  of the list take (ignored: a config's eval group sets the fields of all its evaluators, and a
+  command-line override can shorten the list but cannot delete a field).
 
   Raises:
-    ValueError: an unknown evaluator, or a field none of the chosen evaluators takes.
+    ValueError: an unknown evaluator, a field no evaluator takes, or a chosen evaluator's missing field.
   """
   if isinstance(names, str) or not all(isinstance(n, str) for n in names):
     raise ValueError(f"eval.evaluators={names!r} must be a list of names; valid names: {EVALUATORS.names()}.")
   for name in names:
     EVALUATORS.get(name)
   taken = set(CONTEXT_FIELDS).union(*(fields_of(n) for n in names))
+  known = set(CONTEXT_FIELDS).union(*(fields_of(n) for n in EVALUATORS.names()))
   for field in sorted(fields):
-    if field not in taken:
-      raise ValueError(f"eval.{field} is not a field of the evaluators {list(names)}; their fields: "
+    if field not in known:
+      raise ValueError(f"eval.{field} is not a field of any evaluator; the fields of the evaluators {list(names)}: "
                        f"{sorted(taken)}.")
+  ignored = sorted(set(fields) - taken)
+  if ignored:
+    logging.info("eval fields %s ignored: no evaluator in eval.evaluators=%s takes them.", ignored, list(names))
   for name in names:
     for field in (p.name for p in _params(name) if p.default is p.empty):
       if field not in fields:
@@ -62,6 +71,7 @@ def check(names, fields: dict) -> None:
   for field, low in MIN_VALUES.items():
     if field in fields:
       check_int(f"eval.{field}", fields[field], low)
+  return ignored
 
 
 def run(ctx: Context, names, fields: dict) -> tuple[dict, dict]:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import datasets
+import evaluators
 import run_lib
 from conftest import ROOT, get_config, tiny, tiny_image, with_npz
 import sampling
@@ -331,8 +332,8 @@ def test_image_config_errors(tmp_path):
     bad[group][key] = value
     with pytest.raises(ValueError, match=match):
       run_lib.run(bad, str(tmp_path / "w"), "all")
-  config.eval.n_floor_pairs = 2  # a toy eval field is not silently ignored
-  with pytest.raises(ValueError, match="eval.n_floor_pairs is not a field"):
+  config.eval.n_floor_pair = 2  # a misspelt eval field is an error, not silently ignored
+  with pytest.raises(ValueError, match="eval.n_floor_pair is not a field of any evaluator"):
     run_lib.build(config)
   cifar = with_npz(get_config("cifar10_ddpmpp"), tmp_path)
   cifar.eval.evaluators = list(cifar.eval.evaluators) + ["frechet"]
@@ -460,3 +461,13 @@ def test_list_fields_can_be_overridden_on_the_command_line():
   fv.config.data.weights = [0.7, 0.2, 0.1]
   with pytest.raises(ValueError, match=r"data.weights=\[0.7, 0.2, 0.1\] must be 2 positive numbers"):
     run_lib.build(fv.config)
+  # a shorter evaluator list: the eval fields only the left-out evaluators take are ignored
+  argv = ["prog", "--config=" + os.path.join(ROOT, "configs/ve_gmm.py"), "--config.eval.evaluators=samples,plots"]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True, sys_argv=argv)
+  fv(argv)
+  assert fv.config.eval.evaluators == ["samples", "plots"] and fv.config.eval.nll_samples > 0
+  run_lib.build(fv.config)
+  fields = {k: v for k, v in fv.config.eval.items() if k != "evaluators"}
+  assert evaluators.check(["samples", "plots"], fields) == ["nll_samples", "score_error_samples"]
+  assert evaluators.check(list(get_config("ve_gmm").eval.evaluators), fields) == []
