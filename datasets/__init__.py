@@ -50,13 +50,24 @@ def get_dataset(name: str, **kwargs) -> Target:
   return DATASETS.build(name, **kwargs)
 
 
-def moments(target, n: int = 10_000) -> tuple[list, list]:
-  """(mean [d], covariance [d, d]) of the data flattened to d numbers, as lists: a toy target's exact
-  `mean()` and `cov()`, else those of n samples of the training data (key(0))."""
+MAX_MOMENT_DIM = 4096  # moments' d x d covariance: 3072^2 (CIFAR-10) is 75 MB in float64, 12288^2 1.2 GB
+
+
+def moments(target, n: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+  """(mean [d], covariance [d, d]) in float64 of the data flattened to d numbers: a toy target's exact
+  `mean()` and `cov()`, else those of n samples of the training data (key(0)).
+
+  Raises:
+    ValueError: d above MAX_MOMENT_DIM (the covariance would not fit in memory comfortably).
+  """
   if hasattr(target, "mean") and hasattr(target, "cov"):
-    return np.asarray(target.mean(), np.float64).tolist(), np.asarray(target.cov(), np.float64).tolist()
+    return np.asarray(target.mean(), np.float64), np.asarray(target.cov(), np.float64)
+  d = int(target.dim)
+  if d > MAX_MOMENT_DIM:
+    raise ValueError(f"the data's moments (sampling.start_moments=\"data\") need a {d} x {d} covariance; at most "
+                     f"{MAX_MOMENT_DIM} numbers per example are allowed. Use start_moments=None.")
   x = np.asarray(target.sample(jax.random.key(0), n), np.float64).reshape(n, -1)
-  return x.mean(0).tolist(), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1]).tolist()
+  return x.mean(0), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
 
 
 def get_batch_fn(target, *, labelled: bool = False) -> Callable:

@@ -132,3 +132,10 @@ def test_moments_of_an_image_dataset_come_from_its_samples(digits):
   np.testing.assert_allclose(mean, x.mean(0), rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(cov, cov.T)
   assert np.linalg.eigvalsh(cov).min() > -1e-8 and x.min() <= mean.min() and mean.max() <= x.max()
+
+
+def test_moments_of_too_many_numbers_per_example_raise(digits, monkeypatch):
+  """The d x d covariance is refused above datasets.MAX_MOMENT_DIM, with the sizes in the message."""
+  monkeypatch.setattr(datasets, "MAX_MOMENT_DIM", 32)
+  with pytest.raises(ValueError, match="need a 64 x 64 covariance; at most 32 numbers per example"):
+    datasets.moments(digits)
