@@ -34,21 +34,11 @@ import metrics  # noqa: E402
 import likelihood  # noqa: E402
 import sampling  # noqa: E402
 import sde_lib  # noqa: E402
+from results_md import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 TARGET = datasets.GaussianMixture()
 SDES = {"vesde(0.01,50)": sde_lib.VESDE(sigma_min=0.01, sigma_max=50.0), "vpsde": sde_lib.VPSDE(),
         "subvpsde": sde_lib.SubVPSDE(), "ousde(1,1,5)": sde_lib.OUSDE(B=1.0, R=1.0, T=5.0)}
-
-
-def _machine() -> dict:
-  model = "unknown"
-  with open("/proc/cpuinfo") as f:
-    for line in f:
-      if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-  return {"nproc": os.cpu_count(), "cpu": model, "platform": jax.devices()[0].platform,
-          "load_avg_1m": os.getloadavg()[0]}
 
 
 def _timed(fn, *args, **kwargs):
@@ -124,7 +114,7 @@ def main():
   parser.add_argument("--sampler", action="store_true", help="also ODE-sampler energy ratios (slow)")
   parser.add_argument("--seeds", default="11,31,41,51,61,71", help="sampler seeds")
   args = parser.parse_args()
-  print(json.dumps({"benchmark": "machine", **_machine()}), flush=True)
+  print(json.dumps({"benchmark": "machine", **machine()}), flush=True)
   tols = [float(t) for t in args.tols.split(",")]
   for name, sde in SDES.items():
     for hutchinson_type in ["exact"] + (["rademacher"] if args.hutchinson else []):

@@ -1,5 +1,5 @@
-"""Replaces one `## ` section of benchmarks/RESULTS.md (or appends it): shared by the benchmarks
-that write their own tables."""
+"""Shared by the benchmarks: `replace_section` replaces one `## ` section of benchmarks/RESULTS.md (or
+appends it) for those that write their own tables; `machine` describes where a figure was measured."""
 
 import os
 
@@ -16,3 +16,17 @@ def replace_section(path: str, section: str, text: str) -> None:
     new = old[:start] + text + ("\n" + old[end + 1:] if end >= 0 else "")
   with open(path, "w") as f:
     f.write(new.rstrip("\n") + "\n")
+
+
+def machine() -> dict:
+  """The CPU model, core count, JAX version and backend, and the 1-minute load average now."""
+  import jax
+
+  model = "unknown"
+  with open("/proc/cpuinfo") as f:
+    for line in f:
+      if line.startswith("model name"):
+        model = line.split(":", 1)[1].strip()
+        break
+  return {"nproc": os.cpu_count(), "cpu": model, "jax": jax.__version__, "platform": jax.devices()[0].platform,
+          "load_avg_1m": os.getloadavg()[0]}

@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 import metrics  # noqa: E402
 import run_lib  # noqa: E402
 import sampling  # noqa: E402
+from results_md import machine as machine_info  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 CONFIGS = ("ve_gmm", "vp_gmm")
 SIGMA_END = 0.1  # the end noise level (sigma_edm) of the "+denoise" sampler
@@ -87,17 +88,6 @@ SAMPLERS = {
 }
 DEFAULT_SCHEDULE = {"ddim": "uniform_t", "edm_heun": "edm", "dpm_solver_2m": "uniform_t",
                     "dpm_solver_3m": "uniform_t", "dpm_solver_2m+denoise": "log_snr"}
-
-
-def _machine() -> dict:
-  model = "unknown"
-  with open("/proc/cpuinfo") as f:
-    for line in f:
-      if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-  return {"benchmark": "machine", "nproc": os.cpu_count(), "cpu": model, "jax": jax.__version__,
-          "platform": jax.devices()[0].platform, "load_avg_1m": os.getloadavg()[0]}
 
 
 class Bench:
@@ -555,7 +545,7 @@ def main():
     machine = next(r for r in rows if r.get("benchmark") == "machine")
     args.command = machine.get("command", args.command)
   else:
-    machine = {**_machine(), "command": args.command}
+    machine = {"benchmark": "machine", **machine_info(), "command": args.command}
     print(json.dumps(machine), flush=True)
     t0 = time.perf_counter()
     rows = run_parallel(args) if args.jobs > 1 else run_configs(args, list(CONFIGS))
