@@ -30,6 +30,7 @@ import math
 import numbers
 from typing import TYPE_CHECKING, Callable
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -421,6 +422,11 @@ def kl_terms(map_fn: Callable[[Array], Array], log_prob: Callable[[Array], Array
   Returns:
     k(z) [B].
   """
+  return _kl_terms_and_signs(map_fn, log_prob, prior_logp, z)[0]
+
+
+def _kl_terms_and_signs(map_fn, log_prob, prior_logp, z: Array) -> tuple[Array, Array]:
+  """(`kl_terms`, sign of det dF/dz [B]): a sign <= 0 marks a latent where F folds or flattens."""
   B, D = z.shape[0], int(np.prod(z.shape[1:]))
 
   def shifted(u):
@@ -428,8 +434,8 @@ def kl_terms(map_fn: Callable[[Array], Array], log_prob: Callable[[Array], Array
     return x, x
 
   jac, x = jax.jacfwd(shifted, has_aux=True)(jnp.zeros(z.shape[1:], z.dtype))
-  logdet = jnp.linalg.slogdet(jnp.reshape(jac, (B, D, D)))[1]
-  return prior_logp(z) - logdet - log_prob(x)
+  sign, logdet = jnp.linalg.slogdet(jnp.reshape(jac, (B, D, D)))
+  return prior_logp(z) - logdet - log_prob(x), sign
 
 
 def sampler_kl(key: Array, sampler, score_fn: ScoreFn, log_prob: Callable[[Array], Array],
@@ -451,7 +457,9 @@ def sampler_kl(key: Array, sampler, score_fn: ScoreFn, log_prob: Callable[[Array
     n_batches: batches of B latents; n = n_batches B.
 
   Returns:
-    {"kl", "se" (standard error of the mean over the n terms), "n", "nfe"}, python numbers.
+    {"kl", "se" (standard error of the mean over the n terms), "n", "nfe", "folded"}, python numbers.
+    "folded" is the fraction of latents with det J_F <= 0, where the sampler folds the latent space
+    (the ODE's own map keeps orientation), so the change of variables and the estimate fail (logged).
 
   Raises:
     ValueError: a stochastic sampler, or n_batches < 1.
@@ -464,13 +472,15 @@ def sampler_kl(key: Array, sampler, score_fn: ScoreFn, log_prob: Callable[[Array
   @jax.jit
   def batch(k, score_fn):
     z = sde.prior_sampling(k, sampler.shape)
-    return kl_terms(lambda x_T: sampler(None, score_fn, x_T=x_T)[0], log_prob, sde.prior_logp, z)
+    return _kl_terms_and_signs(lambda x_T: sampler(None, score_fn, x_T=x_T)[0], log_prob, sde.prior_logp, z)
 
-  terms = np.concatenate([np.asarray(batch(jax.random.fold_in(key, b), score_fn), np.float64)
-                          for b in range(n_batches)])
+  terms, signs = (np.concatenate(v).astype(np.float64) for v in zip(*jax.device_get(
+      [batch(jax.random.fold_in(key, b), score_fn) for b in range(n_batches)])))
+  if folded := float(np.mean(signs <= 0)):
+    logging.warning("sampler_kl: %s folds %.3g of the latents (det J_F <= 0): invalid KL.", sampler.method, folded)
   nfe = int(sampler(None, score_fn, x_T=jnp.zeros(sampler.shape))[1])
   se = float(np.std(terms, ddof=1) / np.sqrt(terms.size)) if terms.size > 1 else float("nan")
-  return {"kl": float(np.mean(terms)), "se": se, "n": int(terms.size), "nfe": nfe}
+  return {"kl": float(np.mean(terms)), "se": se, "n": int(terms.size), "nfe": nfe, "folded": folded}
 
 
 # --- Frechet distance in a classifier's feature space (a digits analogue of FID) ----------

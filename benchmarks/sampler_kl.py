@@ -206,7 +206,7 @@ def kl_cell(section: str, sde_name: str, sde, target_name: str, label: str, nfe:
   out = metrics.sampler_kl(jax.random.key(0), sampler, score_fn, target.log_prob, sde, n_batches=n_batches)
   return emit({"benchmark": "sampler_kl", "section": section, "score": score, "sde": sde_name,
                "target": target_name, "sampler": label, "end": end, "schedule": schedule, "grid": grid,
-               "nfe": out["nfe"], "kl": out["kl"], "se": out["se"], "n": out["n"],
+               "nfe": out["nfe"], "kl": out["kl"], "se": out["se"], "n": out["n"], "folded": out["folded"],
                "seconds": round(time.perf_counter() - t0, 2)})
 
 
@@ -244,7 +244,8 @@ def fit_grid(grid: str, end: str, sde_name: str, nfe: int, iters: int, workdir: 
   n_solver, _, lam_end = grid_opt.grid_bounds(sde, nfe, **_bounds(end))
   init = np.linspace(-3.0, lam_end, n_solver + 1)[1:-1]  # uniform in log-SNR above -3
   return grid_opt.optimise_grid(jax.random.key(1), sde, fit, n_steps=nfe, batch_size=2048, n_iters=iters,
-                                learning_rate=0.02, init=init, kl_floor=KL_FLOOR if grid.startswith("fitted set") else None,
+                                learning_rate=0.02, init=init,
+                                kl_floor=KL_FLOOR if grid.startswith("fitted set") else None,
                                 **SAMPLERS[UNIPC_FAST[0]], **ENDS[end])
 
 

@@ -278,6 +278,29 @@ def test_sampler_kl_matches_quadrature_on_a_1d_mixture():
   assert abs(mc["kl"] - brute) <= 3 * mc["se"] + 1e-3, (mc, brute)
 
 
+def test_sampler_kl_reports_the_latents_where_the_sampler_folds(caplog):
+  """F(z) = z - 2 tanh(z) (1-D, VP prior N(0, 1)) has F'(z) = 1 - 2 sech^2(z) <= 0 for |z| <= acosh(sqrt(2)),
+  a prior mass of erf(acosh(sqrt(2)) / sqrt(2)) = 0.622: "folded" within 4 standard errors of it (4,096
+  latents), and a warning, while DDIM with an exact score (a bijection) has none."""
+  import logging
+  import math
+
+  import sampling
+  from sampling.base import Sampler
+
+  sde = sde_lib.VPSDE()
+  fold = Sampler("fold", (1024, 1), lambda key, score_fn, x_T, n_trajectory: (x_T - 2.0 * jnp.tanh(x_T), 1, None),
+                 needs_key=False)
+  target = datasets.GaussianMixture(means=[[0.0]], covs=[[[1.0]]], weights=[1.0])
+  with caplog.at_level(logging.WARNING):
+    out = metrics.sampler_kl(jax.random.key(0), fold, target.score_fn(sde), target.log_prob, sde, n_batches=4)
+  exact = math.erf(math.acosh(math.sqrt(2.0)) / math.sqrt(2.0))
+  assert abs(out["folded"] - exact) < 4 * math.sqrt(exact * (1 - exact) / 4096), (out, exact)
+  assert "folds" in caplog.text and "invalid KL" in caplog.text
+  ddim = sampling.get_sampler(sde, (1024, 1), method="ddim", n_steps=4)
+  assert metrics.sampler_kl(jax.random.key(0), ddim, target.score_fn(sde), target.log_prob, sde)["folded"] == 0.0
+
+
 def test_sampler_kl_rejects_a_stochastic_sampler():
   import sampling
 
