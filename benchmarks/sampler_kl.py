@@ -47,6 +47,7 @@
         --grid-iters 1500 >> $B                                            # configs/*_gmm_bespoke.py, ~2 min
     python benchmarks/sampler_kl.py --section model --bespoke-only \
         "bespoke 2d default, gaussian start;bespoke wide set + network, gaussian start" >> $B
+    python benchmarks/sampler_kl.py --section folds --sde ve >> $B                      # ~20 min; --sde vp alongside
     python benchmarks/sampler_kl.py --from-jsonl benchmarks/sampler_kl.jsonl --write      # tables + plot
 
 Three ends (`ENDS`): "tweedie", n - 1 solver steps to sigma_edm = 0.1 then the step to sigma = 0
@@ -63,7 +64,8 @@ fitted grids) at every NFE; "schedules" every sampler and fixed grid at 5, 10, 2
 10 NFE on the fitting mixtures and on HELD_OUT ones no grid was fitted on; "transfer" other SDE
 parameters; "model" a trained network's score (learned-score KL at 10 vs 500 NFE); "bespoke" fits
 bespoke solvers (`sampling.bespoke`, `grid_opt.optimise_bespoke`) per NFE; "drop" leaves a fitted solver's
-first evaluations out for the Gaussian start. Each prints one
+first evaluations out for the Gaussian start; "folds" finds the settings whose map folds the latent space
+(`metrics.sampler_kl`'s "folded"), where a cell's number is not a KL. Each prints one
 JSON line per cell; --write rewrites the "## Samplers: exact KL vs NFE" section of
 benchmarks/RESULTS.md and saves benchmarks/sampler_kl.png (`sampler_kl_report`).
 """
@@ -398,6 +400,30 @@ def drop_section(args) -> None:
                 score=score, score_fn=network if score == "model" else None)
 
 
+def folds_section(args) -> None:
+  """Where a sampler folds the latent space (det J_F <= 0 somewhere, `metrics.sampler_kl`'s "folded"): the
+  change of variables fails there, so a table's KL for that cell is not a KL. Every bespoke fit in the JSON
+  lines at its NFE on every mixture (and with the configs' trained network on the default one), and the
+  fixed samplers on the log-SNR grid at 3, 4 and 6 NFE (the "half" end; EDM Heun, which has none, the
+  Tweedie end); 8,192 latents each. --folds-part runs one of the two. The report marks the cells of the
+  other sections by these rows (the "drop" section records its own)."""
+  fits = load_bespoke(args.grids)
+  for sde_name in args.sdes:
+    sde, network = SDES[sde_name], trained_score(sde_name, EVAL_SEED, args.workdir)[1]
+    for (fit, s, nfe), (timesteps, coefficients, start_log_snr) in fits.items():
+      if s != sde_name or args.folds_part == "fixed":
+        continue
+      for target, score in [(t, "oracle") for t in TARGETS] + [("2d default", "model")]:
+        kl_cell("folds", sde_name, sde, target, "bespoke", nfe, fit, timesteps, end="fitted", coefficients=coefficients,
+                start_log_snr=start_log_snr, n_batches=2, gaussian_start=fit.endswith("gaussian start"),
+                score=score, score_fn=network if score == "model" else None)
+    for label in SAMPLERS if args.folds_part != "bespoke" else []:
+      for nfe in (3, 4, 6):
+        for target in TARGETS:
+          kl_cell("folds", sde_name, sde, target, label, nfe, "log_snr", n_batches=2,
+                  end="tweedie" if label == "edm_heun" else "half")
+
+
 def records(path: str, benchmark: str) -> list[dict]:
   """The JSON lines of one benchmark name in the file at path (none if there is no file)."""
   if not (path and os.path.exists(path)):
@@ -435,6 +461,8 @@ def run_section(args) -> None:
     return bespoke_section(args, grids)
   if args.section == "drop":
     return drop_section(args)
+  if args.section == "folds":
+    return folds_section(args)
   for sde_name in args.sdes:
     sde = SDES[sde_name]
     if args.section == "nfe":
@@ -518,7 +546,7 @@ MODEL_CELLS = ((UNIPC_FAST, 10), ((UNIPC_FAST[0], UNIPC_FAST[1], "fitted set"), 
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--section", choices=("grids", "nfe", "schedules", "heldout", "transfer", "model",
-                                                "bespoke", "drop"))
+                                                "bespoke", "drop", "folds"))
   parser.add_argument("--bespoke", default="bespoke 2d default", choices=tuple(BESPOKE_FITS),
                       help="section bespoke: its fit targets (with --nfes, --grid-iters)")
   parser.add_argument("--bespoke-lr", type=float, default=0.05, help="section bespoke: Adam's step size")
@@ -535,6 +563,8 @@ def main():
                       help=f"section bespoke, a set: the floor of the mean log KL (default KL_FLOOR = {KL_FLOOR})")
   parser.add_argument("--bespoke-only", default="",
                       help="section model: only these bespoke fits' cells (names separated by ';')")
+  parser.add_argument("--folds-part", default="all", choices=("all", "bespoke", "fixed"),
+                      help="section folds: the bespoke fits, the fixed samplers, or both")
   parser.add_argument("--grid", default="fitted set + network", choices=tuple(FIT_NAMES),
                       help="section grids (with --end)")
   parser.add_argument("--targets", default="2d default", help="section nfe")

@@ -29,7 +29,45 @@ def _odd(nfe: int, label: str) -> int:
 
 
 def _fmt(r) -> str:
-  return "" if r is None else f"{1e3 * r['kl']:.2f} ± {1e3 * r['se']:.2f}"
+  """KL ± SE in 10^-3 nats; a dagger where the sampler folds the latent space (`_with_folds`): not a KL."""
+  return "" if r is None else f"{1e3 * r['kl']:.2f} ± {1e3 * r['se']:.2f}" + " †" * bool(r.get("folded"))
+
+
+def _fold_key(r: dict) -> tuple:
+  return r["sde"], r["target"], r["score"], r["sampler"], r["end"], r["grid"], r["nfe"]
+
+
+def _with_folds(rows) -> list[dict]:
+  """The rows with "folded" (`metrics.sampler_kl`) from the "folds" section's cells of the same setting where a
+  row has none of its own (rows written before the field existed). Drop-section rows are not looked up: the
+  same fit name and NFE there is another solver (the Gaussian start)."""
+  folds = {_fold_key(r): r["folded"] for r in rows if r.get("section") == "folds"}
+  return [r if "folded" in r or r.get("benchmark") != "sampler_kl" or r.get("section") == "drop"
+          else {**r, "folded": folds.get(_fold_key(r))} for r in rows]
+
+
+def _fold_lines(rows) -> list[str]:
+  """The settings that fold the latent space on some mixture (section "folds")."""
+  found = {}
+  for r in rows:
+    if r.get("section") == "folds" and r.get("folded"):
+      found.setdefault((r["sde"], r["sampler"], r["end"], r["grid"], r["nfe"]), []).append(r)
+  checked = {(r["sde"], r["sampler"], r["grid"], r["nfe"]) for r in rows if r.get("section") == "folds"}
+  if not checked:
+    return []
+  lines = [f"Folds (section \"folds\", {len(checked)} settings on every mixture, 8,192 latents each): a cell marked † "
+           "is a setting whose map of the latent reverses orientation (det J_F <= 0) on some latents, so it is not a "
+           "bijection there and the change of variables does not hold: its number is not a KL (the sampler does fail "
+           "on that mixture, but the number does not say by how much). The probability-flow ODE's own map never "
+           "folds. Settings with folds, and the fraction of latents folded per mixture (every other setting "
+           "checked folds none of the latents of any mixture):", ""]
+  for (sde, label, end, grid, nfe), got in found.items():
+    name = grid if label == "bespoke" else _name(label, end, grid)
+    lines.append(f"- {sde}, {name}, {nfe} NFE: " + ", ".join(
+        f"{r['target']}{' (trained network)' * (r['score'] == 'model')} {r['folded']:.3f}" for r in got))
+  if not found:
+    lines.append("- none.")
+  return lines + [""]
 
 
 def _pick(rows, **match):
@@ -85,11 +123,12 @@ def _fitted_on(rows, grid: str) -> set:
 
 def _halving(rows, sde, target) -> list[str]:
   """The NFE ratio curve: for DPM-Solver++(2M) on the log-SNR grid at n NFE (its best end), the fewest
-  NFE a setting needs for a KL at most that: among the settings not fitted on this mixture, and among all
+  NFE a setting needs for a KL at most that (cells that fold, `_with_folds`, do not count): among the
+  settings not fitted on this mixture, and among all
   (the must-show's "best sampler", marked where the ratio is over 1/2; it may be a bespoke solver fitted
   on the mixture it samples, as Shaul et al. fit one per model)."""
   cands = [r for r in rows if r.get("benchmark") == "sampler_kl" and r["sde"] == sde and r["target"] == target
-           and r["section"] in ("nfe", "schedules", "grids") and r["score"] == "oracle"]
+           and r["section"] in ("nfe", "schedules", "grids") and r["score"] == "oracle" and not r.get("folded")]
   fitted = {grid: _fitted_on(rows, grid) for grid in {r["grid"] for r in cands}}  # one scan of rows per grid
   held = [r for r in cands if target not in fitted[r["grid"]]]
   lines = [f"| {sde.upper()}, {target}: DPM-Solver++(2M) NFE | its KL (best end) | fewest NFE, not fitted "
@@ -184,7 +223,7 @@ def _heldout_table(rows, sde) -> list[str]:
     got = [_pick(rows, section="heldout", sde=sde, target=target, sampler=s[0], end=s[1], grid=s[2]) for s in settings]
     if not any(got):
       continue
-    cells = [f"**{_fmt(g)}**" if g and g["kl"] <= THRESHOLD else _fmt(g) for g in got]
+    cells = [f"**{_fmt(g)}**" if g and g["kl"] <= THRESHOLD and not g.get("folded") else _fmt(g) for g in got]
     kind = "fit" if target in FIT_SET else "wide-set fit" if target in WIDE_SET else "held out"
     lines.append(f"| {target} ({kind}) | " + " | ".join(cells) + " |")
   return lines + [""]
@@ -266,7 +305,7 @@ def _must_show(rows) -> list[str]:
     for target in WIDE_SET + HELD_OUT:
       r = _fast(rows, sde, target)
       if r:
-        verdict = "yes" if r["kl"] <= THRESHOLD else "**no**"
+        verdict = "yes" if r["kl"] <= THRESHOLD and not r.get("folded") else "**no**"
         sure = " (also + 2 SE)" if r["kl"] + 2 * r["se"] <= THRESHOLD else ""
         kind = "fitted on" if target in fitted else "held out"
         lines.append(f"- {sde}, {target} ({kind}): {_fmt(r)} -> {verdict}{sure}")
@@ -420,16 +459,37 @@ NFE ("bespoke 2d default, gaussian start", one start from DPM-Solver++(2M) on po
 at 0.05), the Gaussian start matches the free start at 2-3 NFE (a one-mixture fit can learn that mixture's
 moments into its weights) and beats it at 4 NFE: 0.23 and 0.22e-3 against 0.34 and 0.32e-3 with the exact
 score, 1.45 and 1.43e-3 against 1.69 and 1.85e-3 with the trained networks (configs/*_gmm_bespoke.py sample
-with it); on the narrow mixtures it is even worse than the free start (1.3-2.3 nats at 4 NFE)."""
+with it); on the narrow mixtures it folds 13-63% of the latents (the "Folds" list), so the 1.3-2.3 nats its
+cells read there are not KLs. Folds: `metrics.sampler_kl` also reports the fraction of latents where det J_F <=
+0 (the change of variables needs a bijection; the ODE's own map keeps orientation everywhere), found while
+prototyping a solver whose weights depend on the state (below). Every fixed sampler but EDM Heun at 5 NFE,
+every 10-NFE fit and the configs' solvers keep orientation on all 8,192 latents of every mixture; the few-NFE
+fits on one mixture fold up to 67% of the latents of the narrow mixtures they never saw, and "bespoke 2d
+default" (2, 3, 8 NFE) and "bespoke set" (2-5 NFE) fold 0.1-4.7% with VP's trained network, whose x0_hat
+these fits never saw. Tried at 10 NFE this stop and dropped (VE; side scripts, not in the JSON lines): (a) a
+state-dependent solver, each weight and ratio of step i affine in a per-sample feature, the normalised ratio
+log(|y_i - d_i| / |y_(i-1) - d_(i-1)|) that tells a sample's local mode width (exact within one isotropic
+Gaussian mode), fitted from the fast configs' solver on the wide set, 300 steps at 1e-4: the circle went from
+8.6 to 5.6e-3 and four modes from 3.3 to 1.2e-3 (the same fit without the feature: 8.6 and 3.3e-3), but fit 2d
+narrow read -5.0 ± 0.8e-3, six standard errors below zero, which no bijection can give: the solver had learnt to
+fold, which the objective rewards; with a tanh of the feature and a penalty on det J_F < 0 (600 steps) it still
+folded 0.04-0.15% of the latents and every narrow mixture got worse (ring 4.9, circle 24e-3). (b) The soft maximum
+over the mixtures of log(KL + 0.001) (temperature 0.3) instead of the mean, from the wide-set Gaussian-start
+solver, 600 steps at 3e-4: the objective did not move (-5.2 to -5.4) and the broad mixtures lost (default
+0.02 -> 2.1e-3) while no narrow one gained (circle 5.5, four modes 4.6, fit 3d narrow 4.2e-3). (c) A fit to
+the exact flow instead of the KL, the mean squared distance to DPM-Solver++(3M)'s 400-NFE sample of the same
+latent (KL -0.02 ± 0.05e-3), on fit 3d narrow alone, which has little gradient noise: the distance fell 2.7x
+in 600 steps while the KL stayed at 3.3e-3 (5,000 steps at 1e-3: 3.7e-3), as in the KL fits on that mixture
+alone. So this linear family at 10 NFE sits at about 3e-3 there whichever way it is fitted."""
 
 
 def report(rows) -> str:
-  rows = [_norm(dict(r)) for r in rows]
+  rows = _with_folds([_norm(dict(r)) for r in rows])
   lines = [SECTION, "", "Commands: see `benchmarks/sampler_kl.py` (its docstring); every table below is "
            "generated from `benchmarks/sampler_kl.jsonl` by `--from-jsonl ... --write`. Oracle (exact) "
            "score unless stated; KL(q || p) by `metrics.sampler_kl` from 16,384 prior latents (exact change "
            "of variables, jacfwd Jacobians), ± its standard error. 2-core CPU, JAX CPU backend, float32.", ""]
-  lines += _must_show(rows)
+  lines += _must_show(rows) + _fold_lines(rows)
   for sde in SDES:
     lines += _heldout_table(rows, sde)
   for sde in SDES:
@@ -458,7 +518,7 @@ def report(rows) -> str:
   lines += [notes.replace("\n", " "), "",
             f"Plot: `benchmarks/{os.path.basename(PLOT)}` (KL vs NFE, log-log, ± 1 SE; top: the default mixture, "
             "bottom: 3d narrow, held out but for the bespoke solver fitted on it; the star is the fast "
-            f"configs' setting at {FAST_NFE} NFE).", ""]
+            f"configs' setting at {FAST_NFE} NFE; a red x marks a point whose sampler folds the latent space).", ""]
   return "\n".join(lines)
 
 
@@ -472,7 +532,7 @@ def plot(rows) -> None:
   import matplotlib.pyplot as plt
   import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
 
-  rows = [_norm(dict(r)) for r in rows]
+  rows = _with_folds([_norm(dict(r)) for r in rows])
   shown = (("dpm_solver_2m", "tweedie", "log_snr"), ("dpm_solver_2m", "half", "log_snr"),
            ("unipc_3", "half", "log_snr"), ("unipc_3", "half", "quadratic"), ("unipc_3", "half", "ays"),
            ("unipc_2", "tweedie", "fitted 2d default"), ("unipc_3", "direct", "fitted 2d default"),
@@ -491,6 +551,10 @@ def plot(rows) -> None:
                     marker="o", ms=3, capsize=2, ls="--" if "fitted" in grid or "ays" in grid else "-",
                     lw=2.2 if grid in ("fitted set", "bespoke set") else 1.2, color=COLORS[i],
                     label=_name(label, end, grid))
+        folded = [r for r in rs if r.get("folded")]
+        if folded:
+          ax.plot([r["nfe"] for r in folded], [max(r["kl"], 1e-5) for r in folded], ls="", marker="x", ms=9,
+                  mew=1.6, color="red", zorder=5, label="folds the latent space (section folds): not a KL")
     fast = _fast(rows, sde, target)
     if fast:
       ax.errorbar([FAST_NFE], [max(fast["kl"], 1e-5)], yerr=[fast["se"]], marker="*", ms=11, color="k", ls="",
@@ -503,8 +567,10 @@ def plot(rows) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   for row in axes:
     row[0].set_ylabel("KL(q || p) [nats]")
-  handles, labels = axes[0, 0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7)
+  legend = {}  # every panel's entries, once each (the fold marker is on some panels only)
+  for ax in axes.ravel():
+    legend.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in legend})
+  fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=3, fontsize=7)
   fig.tight_layout(rect=(0, 0.12, 1, 1))
   fig.savefig(PLOT, dpi=120)
   plt.close(fig)
