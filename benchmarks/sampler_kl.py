@@ -94,8 +94,8 @@ GRID_NFES = (2, 3, 4, 5, 6, 7, 8, 10, 15)
 ENDS = {"tweedie": dict(denoise=True, sigma_end=0.1), "direct": dict(denoise=False, sigma_end=0.1),
         "half": dict(denoise=True, denoise_step="half", sigma_end=0.05)}
 UNIPC_FAST = ("unipc_3", "half", "fitted set + network")  # the earlier fast configs: sampler, end, grid at 10 NFE
-FAST = ("bespoke", "fitted", "bespoke set + network, free start")  # configs/*_gmm_fast.py's solver ...
-FAST_NFE = 9  # ... with its first evaluation left out for the Gaussian start (section "drop"): 9 NFE
+FAST = ("bespoke", "fitted", "bespoke wide set + network, gaussian start")  # configs/*_gmm_fast.py's solver ...
+FAST_NFE = {"ve": 9, "vp": 10}  # ... its NFE per SDE: VE leaves its first evaluation out (section "drop")
 KL_FLOOR = 1e-3  # the fit minimises the mean over FIT_SET of log(KL + KL_FLOOR) (`grid_opt.optimise_grid`)
 FIT_SEED = 1  # "fitted set + network" also fits a network trained by configs/{ve,vp}_gmm.py with this seed;
 EVAL_SEED = 0  # the "model" section measures the network of the configs' own seed, which no grid saw

@@ -77,11 +77,12 @@ def _pick(rows, **match):
 
 
 def _fast(rows, sde: str, target: str):
-  """The exact-score cell of configs/*_gmm_fast.py: FAST's solver with the Gaussian start at FAST_NFE."""
-  return _pick(rows, section="drop", sde=sde, target=target, grid=FAST[2], nfe=FAST_NFE, score="oracle")
+  """The exact-score cell of configs/*_gmm_fast.py: FAST's solver with the Gaussian start at FAST_NFE[sde]."""
+  return _pick(rows, section="drop", sde=sde, target=target, grid=FAST[2], nfe=FAST_NFE[sde], score="oracle")
 
 
-FAST_NAME = f"{FAST[2]}, first evaluation left out for the Gaussian start, {FAST_NFE} NFE"
+FAST_NAME = f"{FAST[2]}; " + ", ".join(f"{sde.upper()} {n} NFE" + (f" ({10 - n} left out)" if n < 10 else "")
+                                       for sde, n in FAST_NFE.items())
 
 
 def _name(label: str, end: str, grid: str) -> str:
@@ -216,6 +217,7 @@ def _heldout_table(rows, sde) -> list[str]:
   if not settings:
     return []
   head = ["**" + _name(*s) + "** (the fast configs' solver at 10 NFE)" if s == FAST else _name(*s) for s in settings]
+  # (configs/*_gmm_fast.py: FAST_NFE; the drop tables and the must-show list have the cells at fewer NFE)
   lines = [f"10 NFE, {sde.upper()}, every setting on the fitting mixtures and on held-out ones (10^-3 nats ± SE; "
            f"at most {1e3 * THRESHOLD:g} in bold):", "", "| target | " + " | ".join(head) + " |",
            "|---|" + "---|" * len(settings)]
@@ -229,7 +231,7 @@ def _heldout_table(rows, sde) -> list[str]:
   return lines + [""]
 
 
-SET_FITS_10 = {"bespoke set + network, free start": "set (the fast configs)",
+SET_FITS_10 = {"bespoke set + network, free start": "set (the earlier fast configs)",
                "bespoke wide set + network, free start": "wide set",
                "bespoke wide set + network, 8192 latents, free start": "wide set, 8,192 latents",
                "bespoke wide set + network, gaussian start": "wide set, Gaussian start"}
@@ -260,23 +262,27 @@ def _one_mixture_table(rows, sde) -> list[str]:
 
 
 def _drop_table(rows, sde) -> list[str]:
-  """Section "drop": a 10-NFE solver with its first k evaluations left out for the Gaussian start."""
-  got = [r for r in rows if r.get("section") == "drop" and r["sde"] == sde]
-  if not got:
-    return []
-  fit, nfes = got[-1]["grid"], sorted({r["nfe"] for r in got}, reverse=True)
+  """Section "drop": 10-NFE solvers with their first k evaluations left out for the Gaussian start."""
+  fits = list(dict.fromkeys(r["grid"] for r in rows if r.get("section") == "drop" and r["sde"] == sde))
+  return [line for fit in fits for line in _drop_table_of(rows, sde, fit)]
+
+
+def _drop_table_of(rows, sde, fit) -> list[str]:
+  """One fit's table; a free-start fit's own 10-NFE cells (section "heldout", the rescaled latent) come first."""
+  got = [r for r in rows if r.get("section") == "drop" and r["sde"] == sde and r["grid"] == fit]
+  nfes, free = sorted({r["nfe"] for r in got}, reverse=True), not fit.endswith("gaussian start")
   lines = [f"{sde.upper()}, \"{fit}\" with its first evaluations left out for the Gaussian start from each "
            "mixture's own mean and covariance (`grid_opt.with_gaussian_start`, no refit; 10^-3 nats ± SE, 65,536 "
-           "latents):", "", "| mixture | 10 NFE, rescaled latent | " + " | ".join(
-               f"{n} NFE, Gaussian start" + (f" ({10 - n} left out)" if n < 10 else "") for n in nfes) + " |",
-           "|---|---|" + "---|" * len(nfes)]
+           "latents):", "", "| mixture | " + "10 NFE, rescaled latent | " * free
+           + " | ".join(f"{n} NFE, Gaussian start" + (f" ({10 - n} left out)" if n < 10 else "") for n in nfes)
+           + " |", "|---|" + "---|" * (len(nfes) + free)]
   for target in WIDE_SET + HELD_OUT:
-    base = _pick(rows, section="heldout", sde=sde, target=target, sampler="bespoke", grid=fit)
+    base = [_pick(rows, section="heldout", sde=sde, target=target, sampler="bespoke", grid=fit)] * free
     cells = [_pick(rows, section="drop", sde=sde, target=target, grid=fit, nfe=n, score="oracle") for n in nfes]
-    lines.append(f"| {target} | {_fmt(base)} | " + " | ".join(_fmt(c) for c in cells) + " |")
-  base = _pick(rows, section="model", sde=sde, sampler="bespoke", grid=fit, nfe=10, score="model")
+    lines.append(f"| {target} | " + " | ".join(_fmt(c) for c in base + cells) + " |")
+  base = [_pick(rows, section="model", sde=sde, sampler="bespoke", grid=fit, nfe=10, score="model")] * free
   cells = [_pick(rows, section="drop", sde=sde, target="2d default", grid=fit, nfe=n, score="model") for n in nfes]
-  lines.append("| 2d default, trained network (seed 0) | " + " | ".join(_fmt(c) for c in [base] + cells) + " |")
+  lines.append("| 2d default, trained network (seed 0) | " + " | ".join(_fmt(c) for c in base + cells) + " |")
   return lines + [""]
 
 
@@ -398,7 +404,7 @@ latents and 0.005 nats), and Adam's step size sets how far it gets: fitted on "3
 UniPC-3 weights (free start), 0.003 reached 4.9-5.8e-3, 0.001 reached 3.2e-3 and 0.0003 (3,000 steps)
 3.7e-3 on fresh latents, while 8,192 latents per step at 0.001 (1,000 steps) reached 2.8e-3 (one fixed
 batch of 4,096 latents at 0.001: 3.0e-3, with a training objective below zero, i.e. fitted to the batch;
-side runs, not in the JSON lines): a one-mixture fit at 10 NFE is limited by the objective's noise. "bespoke set + network, free start" (configs/*_gmm_fast.py)
+side runs, not in the JSON lines): a one-mixture fit at 10 NFE is limited by the objective's noise. "bespoke set + network, free start" (the earlier fast configs)
 fits the four fitting mixtures and the seed-1 network from the earlier fast setting's UniPC-3 weights
 (`grid_opt.coefficients_of`, moved to a free start by `grid_opt.with_free_start`), 1,500 steps at 0.001
 (its start stayed within 0.1 of lambda(T)); against that UniPC-3 setting it lowers the held-out narrow
@@ -423,7 +429,7 @@ and a single linear solver of this family trades them. "fit 3d narrow" (four rot
 0.1-0.5) stays above the bound even fitted alone: 4.1e-3 at step size 0.001 and 3.3e-3 at
 0.0003, against 3.5e-3 from the set fits (VP 3d narrow at 0.001 also went up, to 6.5e-3, and reached
 2.3e-3 at 0.0003; both runs are in the JSON lines, the table shows the later). Where the
-error sits: with the fast configs' VE solver on "3d narrow", 66 of 65,536 latents (0.1%), mapped between
+error sits: with the earlier fast configs' VE solver on "3d narrow", 66 of 65,536 latents (0.1%), mapped between
 the modes (median log p -8.1 against -0.56 overall), carry 1.55 of its 2.01e-3 nats, and on the ring 66
 latents carry 3.0 of 6.0e-3: mass left between narrow modes by steps across the noise levels where x0_hat
 switches between them. The per-latent terms are therefore heavy-tailed: randomised quasi-Monte Carlo
@@ -438,13 +444,15 @@ What that costs by itself is KL(N(m, C + sigma^2 I) || p_sigma) at the first eva
 nats at lambda = -2 (sigma = 7.4) and 0.14e-3 at -1.4 on all ten mixtures, against up to 13e-3 and 43e-3
 for the rescaled latent N(0, sigma^2 I) of the free start (side computation by Monte Carlo, 200,000 draws;
 not in the JSON lines). So the evaluations at sigma = 20-140 carry nothing the first two moments do not: the
-"drop" tables above leave the fast configs' first evaluation out (`grid_opt.with_gaussian_start`, each later
+"drop" tables above leave the first evaluation of the earlier fast configs' solver ("bespoke set + network,
+free start") out (`grid_opt.with_gaussian_start`, each later
 step's weights on it moved to the next evaluation, no refit) and measure 9 NFE at the 10-NFE KL on every
 mixture, both SDEs, within the standard errors; two left out (8 NFE) cost 0.9-2.3x on the narrow mixtures
 (the broad ones stay below 1.8e-3), three (7 NFE) 1-7x on the narrow ones and 3-16e-3 on the broad ones. With the trained networks the Gaussian start helps more: 1.58e-3 (VE) and 1.30e-3 (VP) at
 9 NFE against 2.2 and 2.0e-3 at 10 NFE and the networks' own 1.69 and 2.10e-3 at 500 NFE (their x0_hat errs
 most at high noise, by sigma^2 times the score's error, and the Gaussian start replaces those evaluations);
-at 8 NFE 0.97e-3 (VE) and 1.38e-3 (VP). configs/*_gmm_fast.py sample with the 9-NFE solver. Spending the
+at 8 NFE 0.97e-3 (VE) and 1.38e-3 (VP). The last stop's configs/*_gmm_fast.py sampled with that 9-NFE
+solver. Spending the
 freed evaluation where the modes separate did not lower the narrow mixtures' KL at 10 NFE. Three fits of
 "bespoke wide set + network, gaussian start" (all in the JSON lines; the tables show the last): from
 DPM-Solver++(2M) on ten points from -2 (1,500 steps at 0.01) VE diverged (KL of nats) and VP reached
@@ -454,7 +462,12 @@ got worse (VE fit 3d narrow 3.5 -> 7.2e-3); from the wide-set solver with its fi
 one inserted in the widest gap (`grid_opt.with_inserted_evaluation`, which keeps the output; `--gaussian-drop
 1`, 1,500 steps at 0.0003) every mixture stayed within noise of the wide-set solver (VE ring 2.7, four modes
 4.1, circle 5.6e-3; VP 2.3, 3.9, 4.9e-3) and the inserted point stayed where it was put; with the trained
-networks this last solver measures 1.25e-3 (VE) and 1.10e-3 (VP). Fitted on the default mixture alone at 2-4
+networks this last solver measures 1.25e-3 (VE) and 1.10e-3 (VP). It is the fast configs' solver now: against
+the earlier one it has the same number of mixtures under the bound (VE) or two more (VP), its worst mixture
+(the circle) at 5.6 and 4.9e-3 against 10 and 13e-3, and the trained networks at 1.0 and 1.1e-3 against 1.6 and
+1.3e-3. Left out, its first evaluation (at sigma = 18, lambda = -2.9) changes no mixture's KL by more than
+0.35e-3 (its drop table), so VE samples in 9 NFE; with VP two mixtures rise from 2.9e-3 to 3.2-3.3e-3, so VP
+keeps all 10. Fitted on the default mixture alone at 2-4
 NFE ("bespoke 2d default, gaussian start", one start from DPM-Solver++(2M) on points in [-2, 3], 1,500 steps
 at 0.05), the Gaussian start matches the free start at 2-3 NFE (a one-mixture fit can learn that mixture's
 moments into its weights) and beats it at 4 NFE: 0.23 and 0.22e-3 against 0.34 and 0.32e-3 with the exact
@@ -469,7 +482,7 @@ default" (2, 3, 8 NFE) and "bespoke set" (2-5 NFE) fold 0.1-4.7% with VP's train
 these fits never saw. Tried at 10 NFE this stop and dropped (VE; side scripts, not in the JSON lines): (a) a
 state-dependent solver, each weight and ratio of step i affine in a per-sample feature, the normalised ratio
 log(|y_i - d_i| / |y_(i-1) - d_(i-1)|) that tells a sample's local mode width (exact within one isotropic
-Gaussian mode), fitted from the fast configs' solver on the wide set, 300 steps at 1e-4: the circle went from
+Gaussian mode), fitted from the earlier fast configs' solver on the wide set, 300 steps at 1e-4: the circle went from
 8.6 to 5.6e-3 and four modes from 3.3 to 1.2e-3 (the same fit without the feature: 8.6 and 3.3e-3), but fit 2d
 narrow read -5.0 ± 0.8e-3, six standard errors below zero, which no bijection can give: the solver had learnt to
 fold, which the objective rewards; with a tanh of the feature and a penalty on det J_F < 0 (600 steps) it still
@@ -518,7 +531,8 @@ def report(rows) -> str:
   lines += [notes.replace("\n", " "), "",
             f"Plot: `benchmarks/{os.path.basename(PLOT)}` (KL vs NFE, log-log, ± 1 SE; top: the default mixture, "
             "bottom: 3d narrow, held out but for the bespoke solver fitted on it; the star is the fast "
-            f"configs' setting at {FAST_NFE} NFE; a red x marks a point whose sampler folds the latent space).", ""]
+            "configs' setting (" + ", ".join(f"{k.upper()} {n} NFE" for k, n in FAST_NFE.items())
+            + "); a red x marks a point whose sampler folds the latent space).", ""]
   return "\n".join(lines)
 
 
@@ -557,7 +571,7 @@ def plot(rows) -> None:
                   mew=1.6, color="red", zorder=5, label="folds the latent space (section folds): not a KL")
     fast = _fast(rows, sde, target)
     if fast:
-      ax.errorbar([FAST_NFE], [max(fast["kl"], 1e-5)], yerr=[fast["se"]], marker="*", ms=11, color="k", ls="",
+      ax.errorbar([FAST_NFE[sde]], [max(fast["kl"], 1e-5)], yerr=[fast["se"]], marker="*", ms=11, color="k", ls="",
                   label="fast configs: " + FAST_NAME)
     ax.axhline(THRESHOLD, color="0.5", ls=":", lw=1, label=f"{THRESHOLD} nats")
     kind = "fitted on by the fitted-set grids" if target in FIT_SET else f"held out but for bespoke {target}"

@@ -10,8 +10,8 @@ to the exact KL on this mixture with the exact score (`sampling.grid_opt.optimis
 benchmarks/sampler_kl.py, fit "bespoke 2d default, gaussian start"). Measured (benchmarks/RESULTS.md,
 "Samplers: exact KL vs NFE"): exact-score KL 0.23e-3 nats (the same fit with the rescaled latent for a
 start: 0.34e-3); with ve_gmm's trained network 1.45e-3 (1.69e-3), below the network's own 1.69e-3 at 500
-NFE. It is fitted to this mixture: on mixtures of narrow modes it is far worse than ve_gmm_fast (1.3-2.3
-nats on "3d narrow" and "2d ring").
+NFE. It is fitted to this mixture: on mixtures of narrow modes it fails, folding 13-60% of the latent space
+("3d narrow", "2d ring"; RESULTS' "Folds"), so use ve_gmm_fast there.
 """
 
 import ml_collections
