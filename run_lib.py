@@ -129,11 +129,7 @@ def build(config: ml_collections.ConfigDict) -> "Experiment":
   sched = train_lib.Schedule(**config.training)
   train_step = losses.get_train_step_fn(loss_fn, optimizer, ema_rate=sched.ema_rate, ema_warmup=sched.ema_warmup)
   sampler = sampling.get_sampler(sde, (1,) + shape, **(fields := sampler_fields(config.sampling, target)))
-  n_traj = config.eval.get("n_trajectory", 0) if "plots" in config.eval.evaluators else 0
-  if n_traj > sampler.max_trajectory:
-    raise ValueError(f"eval.n_trajectory={n_traj!r} needs a sampler that returns up to that many trajectory "
-                     f"states (sampling.method={config.sampling.method!r}: {sampler.max_trajectory}); "
-                     "set eval.n_trajectory = 0.")
+  evaluators.check_sampler(config.eval, sampler, target)
   likelihood_fn = likelihood.get_likelihood_fn(sde, **config.likelihood)
   classifier = None
   if "classifier" in config:

@@ -19,7 +19,7 @@ of standard deviation 0.1-0.15 (no solver of this family reached 3e-3 on all of 
 """
 
 from configs.default_toy import get_default_configs
-from configs.ve_gmm_bespoke import bespoke_sampling
+from configs.ve_gmm_bespoke import with_bespoke_sampling
 
 # The fitted solver (VESDE sigma 0.01..100; benchmarks/sampler_kl.jsonl) without its first evaluation: the
 # first evaluation's log-SNR, the next eight, the ratios r_0..r_8 and the weights w_ij (j <= i) row by row.
@@ -35,7 +35,4 @@ WEIGHTS = [0.568616, -0.4176186, 0.9206659, 0.1334893, -0.5903685, 0.9021491, -0
 
 
 def get_config():
-  config = get_default_configs()
-  config.sampling = bespoke_sampling(START_LOG_SNR, TIMESTEPS, RATIOS + WEIGHTS, start_moments="data")
-  config.eval.n_trajectory = 0  # the bespoke solver returns no trajectory (plots skip that panel)
-  return config
+  return with_bespoke_sampling(get_default_configs(), START_LOG_SNR, TIMESTEPS, RATIOS + WEIGHTS)

@@ -18,7 +18,4 @@ COEFFICIENTS = [0.3406684, 0.3519864, 0.1609662, 0.4081981] + \
 
 
 def get_config():
-  config = vp_gmm.get_config()
-  config.sampling = ve_gmm_bespoke.bespoke_sampling(START_LOG_SNR, TIMESTEPS, COEFFICIENTS, start_moments="data")
-  config.eval.n_trajectory = 0  # the bespoke solver returns no trajectory (plots skip that panel)
-  return config
+  return ve_gmm_bespoke.with_bespoke_sampling(vp_gmm.get_config(), START_LOG_SNR, TIMESTEPS, COEFFICIENTS)

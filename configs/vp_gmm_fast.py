@@ -11,7 +11,7 @@ mixture and 0.15-3.0e-3 on six others, but 3.6-4.9e-3 on three with modes of sta
 """
 
 from configs import vp_gmm
-from configs.ve_gmm_bespoke import bespoke_sampling
+from configs.ve_gmm_bespoke import with_bespoke_sampling
 
 # The fitted solver (VPSDE beta 0.1..20; benchmarks/sampler_kl.jsonl, fit "bespoke wide set + network,
 # gaussian start"): the first evaluation's log-SNR, the next nine, the ratios and the weights row by row.
@@ -29,7 +29,4 @@ WEIGHTS = [0.5435869, 0.5440753, 0.002089858, -0.4250331, 0.0002194494, 0.944258
 
 
 def get_config():
-  config = vp_gmm.get_config()
-  config.sampling = bespoke_sampling(START_LOG_SNR, TIMESTEPS, RATIOS + WEIGHTS, start_moments="data")
-  config.eval.n_trajectory = 0  # the bespoke solver returns no trajectory (plots skip that panel)
-  return config
+  return with_bespoke_sampling(vp_gmm.get_config(), START_LOG_SNR, TIMESTEPS, RATIOS + WEIGHTS)

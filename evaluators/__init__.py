@@ -25,7 +25,7 @@ from utils import Registry, check_int
 # Integer fields and their least values (0 turns a part off: no NLL, no trajectory plot).
 MIN_VALUES = {"n_samples": 1, "n_floor_pairs": 1, "sw_projections": 1, "score_error_samples": 1,
               "nll_samples": 0, "nll_batch_size": 1, "n_trajectory": 0, "n_trajectory_samples": 1,
-              "n_class_samples": 1, "n_grid": 1}
+              "n_class_samples": 1, "n_grid": 1, "kl_samples": 2}
 # Fields of the Context itself (every evaluator sees them): oracle = also evaluate the exact scores.
 CONTEXT_FIELDS = ("oracle",)
 EVALUATORS = Registry("eval", "evaluators")
@@ -74,6 +74,21 @@ def check(names, fields: dict) -> list[str]:
   return ignored
 
 
+def check_sampler(ev, sampler, target) -> None:
+  """What the chosen evaluators need of the configured sampler (built on one example).
+
+  Raises:
+    ValueError: trajectory plots with a sampler that returns fewer states than eval.n_trajectory, or
+      `sampler_kl` with a stochastic sampler or a target without a density.
+  """
+  n_traj = ev.get("n_trajectory", 0) if "plots" in ev.evaluators else 0
+  if n_traj > sampler.max_trajectory:
+    raise ValueError(f"eval.n_trajectory={n_traj!r} needs a sampler that returns up to that many trajectory "
+                     f"states (sampling.method={sampler.method!r}: {sampler.max_trajectory}); "
+                     "set eval.n_trajectory = 0.")
+  toy.check_sampler_kl(ev.evaluators, sampler, target)
+
+
 def run(ctx: Context, names, fields: dict) -> tuple[dict, dict]:
   """Runs the evaluators in order; returns (summary, arrays), with each one's wall time in
   summary["timings"]["<name>_s"]."""
@@ -100,7 +115,8 @@ def headline(summary: dict) -> dict:
            "vlb_bits_per_dim": ("vlb", "bits_per_dim"), "nll_model": ("likelihood", "nll_model"),
            "nll_oracle": ("likelihood", "nll_oracle"), "nll_true": ("likelihood", "nll_true"),
            "bits_per_dim": ("bits_per_dim", "bpd"), "bits_per_dim_stderr": ("bits_per_dim", "bpd_stderr"),
-           "frechet_fd": ("frechet", "fd"), "frechet_fd_floor": ("frechet", "fd_floor")}
+           "frechet_fd": ("frechet", "fd"), "frechet_fd_floor": ("frechet", "fd_floor"),
+           "sampler_kl": ("sampler_kl", "model", "kl"), "sampler_kl_oracle": ("sampler_kl", "oracle", "kl")}
   for name, path in picks.items():
     value = functools.reduce(lambda d, k: d.get(k) if isinstance(d, dict) else None, path, summary)
     if isinstance(value, (int, float)):

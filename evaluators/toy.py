@@ -11,6 +11,7 @@ import numpy as np
 import likelihood
 import metrics
 import models
+import sampling
 import sde_lib
 import sharding
 import workdir as wd
@@ -132,4 +133,38 @@ def vlb(ctx: Context, *, vlb: dict) -> tuple[dict, dict]:
   return {"vlb": likelihood.vlb_summary(model, oracle=oracle, true_nll=-ctx.target.log_prob(x0))}, {}
 
 
-EVALUATORS = {"samples": samples, "score_error": score_error, "likelihood": nll, "vlb": vlb}
+KL_BATCH = 4096  # latents per jitted batch of `sampler_kl` (one Jacobian per latent, jacfwd through the sampler)
+
+
+def check_sampler_kl(names, sampler, target) -> None:
+  """The `sampler_kl` evaluator needs a deterministic sampler (a map of the prior latent) and a target with a
+  density.
+
+  Raises:
+    ValueError: naming the sampler or the dataset.
+  """
+  if "sampler_kl" in names and (sampler.needs_key or not hasattr(target, "log_prob")):
+    what = (f"a deterministic sampler (sampling.method={sampler.method!r} draws noise)" if sampler.needs_key
+            else f"a target with a known density ({type(target).__name__} has no log_prob)")
+    raise ValueError(f"eval.evaluators contains 'sampler_kl', which needs {what}. Remove it from eval.evaluators.")
+
+
+def sampler_kl(ctx: Context, *, kl_samples: int) -> tuple[dict, dict]:
+  """The exact KL(q || p) of the configured deterministic sampler's law q against the target
+  (`metrics.sampler_kl`: the change of variables through the sampler, Monte Carlo over about kl_samples
+  prior latents only), with the model's score and, with eval.oracle, the exact score: their difference
+  is the network's share, the exact-score KL the sampler's own error. Each with its standard error and
+  "folded", the fraction of latents where the sampler folds the latent space (then the number is not a KL)."""
+  n_batches = -(-kl_samples // KL_BATCH)
+  batch = -(-kl_samples // n_batches)
+  built = sampling.get_sampler(ctx.sde, (batch,) + tuple(ctx.shape), **ctx.sampler_kwargs)
+  key, out = jax.random.fold_in(eval_keys(ctx)["sample"], 3), {}
+  scores = {"model": ctx.score_fn(), **({"oracle": ctx.target.score_fn(ctx.sde)} if ctx.oracle else {})}
+  for name, score_fn in scores.items():
+    with wd.phase(f"exact sampler KL, {name} score, {n_batches * batch:,} latents"):
+      out[name] = metrics.sampler_kl(key, built, score_fn, ctx.target.log_prob, ctx.sde, n_batches=n_batches)
+  return {"sampler_kl": out}, {}
+
+
+EVALUATORS = {"samples": samples, "score_error": score_error, "likelihood": nll, "vlb": vlb,
+              "sampler_kl": sampler_kl}
