@@ -107,8 +107,15 @@ def main(argv):
   except run_lib.TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  for line in summary_lines(out, workdir):
+    print(line)
+
+
+def summary_lines(out: dict, workdir: str) -> list[str]:
+  """The lines run.py prints at the end of a run from run_lib.run's output."""
+  lines = []
   if "sample" in out:
-    print(f"samples (nfe {out['sample']['nfe']}) in {out['sample']['path']}")
+    lines.append(f"samples (nfe {out['sample']['nfe']}) in {out['sample']['path']}")
   if "eval" in out and "energy_ratio" not in out["eval"]:  # images
     ev, parts = out["eval"], [f"nfe {out['eval']['nfe']}"]
     if "bits_per_dim" in ev:
@@ -117,19 +124,26 @@ def main(argv):
       fd = ev["frechet"]
       parts.append(f"Frechet distance {fd['fd']:.3f} (train-vs-test floor {fd['fd_floor']:.3f}; classifier "
                    f"test accuracy {fd['classifier_test_accuracy']:.3f})")
-    print("; ".join(parts) + f"; grid in {workdir}/plots/samples_grid.png; summary in {workdir}/eval/summary.json")
+    lines.append("; ".join(parts) + f"; grid in {workdir}/plots/samples_grid.png; summary in "
+                 f"{workdir}/eval/summary.json")
     pc = ev.get("per_class")
     if pc and "classifier_accuracy" in pc:
       fd = f"; pooled Frechet distance {pc['frechet']['fd']:.3f}" if "frechet" in pc else ""
-      print(f"class-conditional (w = {pc['guidance_w']}): samples classified as their class "
-            f"{pc['classifier_accuracy']:.3f}{fd}; grid (a row per class) in {workdir}/plots/class_grid.png")
+      lines.append(f"class-conditional (w = {pc['guidance_w']}): samples classified as their class "
+                   f"{pc['classifier_accuracy']:.3f}{fd}; grid (a row per class) in {workdir}/plots/class_grid.png")
   elif "eval" in out:
     ev = out["eval"]
-    print(f"energy distance {ev['model']['energy_distance']:.3e} = {ev['energy_ratio']:.2f}x floor "
-          f"({ev['floor']['energy_distance']:.3e}); nfe {ev['nfe']}; summary in {workdir}/eval/summary.json")
+    kl = ev.get("sampler_kl", {})
+    exact = "".join(f"; exact sampler KL, {name} score: {r['kl']:.2e} +- {r['se']:.1e} nats"
+                    + (f" (not a KL: it folds {r['folded']:.1%} of the latents)" if r["folded"] else "")
+                    for name, r in kl.items())
+    lines.append(f"energy distance {ev['model']['energy_distance']:.3e} = {ev['energy_ratio']:.2f}x floor "
+                 f"({ev['floor']['energy_distance']:.3e}); nfe {ev['nfe']}{exact}; summary in "
+                 f"{workdir}/eval/summary.json")
     for label, row in ev.get("per_class", {}).items():
       ratios = ", ".join(f"{name} {v['energy_ratio']:.2f}x" for name, v in row.items() if name != "floor")
-      print(f"class {label}: energy distance / floor: {ratios}")
+      lines.append(f"class {label}: energy distance / floor: {ratios}")
+  return lines
 
 
 def _config_spec(argv) -> str | None:

@@ -507,3 +507,19 @@ def test_sampler_kl_evaluator_needs_a_deterministic_sampler_and_a_density(tmp_pa
   config.eval.kl_samples = 1024
   with pytest.raises(ValueError, match="'sampler_kl', which needs a target with a known density"):
     run_lib.build(config)
+
+
+def test_run_py_final_line_gives_the_exact_sampler_kl_and_flags_a_fold():
+  """run.py's last line on a toy target: the energy ratio, and with the sampler_kl evaluator the exact KL for
+  each score, saying when the sampler folds the latent space (then the number is not a KL)."""
+  import run
+
+  ev = {"model": {"energy_distance": 1e-3}, "energy_ratio": 1.5, "floor": {"energy_distance": 6.7e-4}, "nfe": 9}
+  assert run.summary_lines({"eval": ev}, "w") == [
+      "energy distance 1.000e-03 = 1.50x floor (6.700e-04); nfe 9; summary in w/eval/summary.json"]
+  ev["sampler_kl"] = {"model": {"kl": 1.3e-3, "se": 3.7e-4, "folded": 0.0},
+                      "oracle": {"kl": 2.1e-4, "se": 1.2e-4, "folded": 0.125}}
+  assert run.summary_lines({"eval": ev}, "w") == [
+      "energy distance 1.000e-03 = 1.50x floor (6.700e-04); nfe 9; exact sampler KL, model score: 1.30e-03 +- "
+      "3.7e-04 nats; exact sampler KL, oracle score: 2.10e-04 +- 1.2e-04 nats (not a KL: it folds 12.5% of the "
+      "latents); summary in w/eval/summary.json"]
