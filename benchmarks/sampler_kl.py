@@ -369,7 +369,7 @@ def bespoke_section(args, grids: dict) -> None:
             "start": args.bespoke_start, "gaussian_drop": args.gaussian_drop,
             "fit_targets": list(names) + FIT_NAMES["fitted set + network"][-1:] * ("+ network" in args.bespoke),
             "timesteps": out["timesteps"], "coefficients": out["coefficients"],
-            "start_log_snr": out["start_log_snr"], "gaussian_start": gauss,
+            "start_log_snr": out["start_log_snr"], "gaussian_start": gauss, "folded": out["folded"],
             "train_loss_last50": loss, "init": init, "init_losses": [f[0] for f in fits], "iters": args.grid_iters,
             "learning_rate": args.bespoke_lr, "batch_size": args.bespoke_batch, "kl_floor": floor,
             "seconds": round(time.perf_counter() - t0, 1)})

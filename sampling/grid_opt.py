@@ -317,7 +317,8 @@ def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
 
   Returns:
     {"timesteps": lambda_1..lambda_{n-1}, "coefficients": the flat coefficients (python floats),
-     "loss": the objective per iteration}.
+     "loss": the objective per iteration, "folded": per target, the fraction of batch_size fresh latents
+     where the fitted solver folds the latent space (`metrics.sampler_kl`; logged when not 0)}.
 
   Raises:
     ValueError: no targets, bad n_steps, init_timesteps, batch_size, chunks, n_iters, learning_rate or
@@ -369,8 +370,24 @@ def optimise_bespoke(key: Array, sde: sde_lib.SDE, targets: Sequence[FitTarget],
   loss_fn = mean_kl_loss(key, sde, targets, make_sampler, batch_size=batch_size, kl_floor=kl_floor, chunks=chunks)
   params, losses = fit_logits(loss_fn, params, n_iters=n_iters, learning_rate=learning_rate, average=average)
   lams, coefficients = (np.asarray(v, np.float64) for v in unpack(params))
-  return {"timesteps": [float(v) for v in lams[1:]], "coefficients": [float(v) for v in coefficients],
-          "start_log_snr": float(lams[0]) if free_start else None, "loss": losses}
+  out = {"timesteps": [float(v) for v in lams[1:]], "coefficients": [float(v) for v in coefficients],
+         "start_log_snr": float(lams[0]) if free_start else None, "loss": losses}
+  out["folded"] = _folds(jax.random.fold_in(key, n_iters), sde, targets, out, moments, batch_size, chunks, eps)
+  return out
+
+
+def _folds(key, sde, targets, fit: dict, moments: list, batch_size: int, chunks: int, eps: float) -> list[float]:
+  """Per target, the fraction of batch_size latents where the fitted bespoke solver folds the latent space
+  (`metrics.sampler_kl`, which logs it): such a solver fools the change of variables, and so the objective."""
+  from sampling import bespoke
+
+  folded = []
+  for j, (score_fn, log_prob, dim) in enumerate(targets):
+    fitted = bespoke.get_bespoke_sampler(sde, (batch_size // chunks, dim), n_steps=len(fit["timesteps"]) + 1,
+                                         timesteps=fit["timesteps"], coefficients=fit["coefficients"], eps=eps,
+                                         start_log_snr=fit["start_log_snr"], start_moments=moments[j])
+    folded.append(metrics.sampler_kl(key, fitted, score_fn, log_prob, sde, n_batches=chunks)["folded"])
+  return folded
 
 
 def _end_fields(sampler_kwargs: dict) -> dict:

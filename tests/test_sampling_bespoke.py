@@ -104,6 +104,7 @@ def test_bespoke_fit_lowers_the_exact_kl_far_below_its_start():
   fitted = kl(out["timesteps"], out["coefficients"])
   assert np.all(np.diff(out["timesteps"]) > 0) and len(out["coefficients"]) == bespoke.n_coefficients(3)
   assert fitted["kl"] + 2 * fitted["se"] < min(0.1 * start["kl"], 0.01), (start, fitted)
+  assert out["folded"] == [0.0] and fitted["folded"] == 0.0, out["folded"]
 
 
 FIELDS = dict(n_steps=6, schedule="custom", timesteps=[-2.0, -0.5, 0.3, 1.5], denoise=True, denoise_step="half",
