@@ -4,7 +4,8 @@ Each evaluator is a function `fn(ctx, **fields) -> (summary, arrays)`: `ctx` (a 
 what the run built (SDE, target, model score, parameters, keys, mesh, sampler settings), the
 fields are the evaluator's own settings from `config.eval` (a field no evaluator takes is an
 error; one taken only by evaluators left out of the list is ignored, with a log line, so that
-`--config.eval.evaluators=samples,plots` works on a config whose eval group also sets NLL fields), `summary` a dict merged into eval/summary.json and `arrays` what goes into
+`--config.eval.evaluators=samples,plots` works on a config whose eval group also sets NLL
+fields), `summary` a dict merged into eval/summary.json and `arrays` what goes into
 samples/eval_<step>.npz. Evaluators run in the listed order and may read what earlier ones
 returned (`ctx.summary`, `ctx.arrays`).
 """
