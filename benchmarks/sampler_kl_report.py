@@ -478,7 +478,7 @@ cells read there are not KLs. Folds: `metrics.sampler_kl` also reports the fract
 prototyping a solver whose weights depend on the state (below). Every fixed sampler but EDM Heun at 5 NFE,
 every 10-NFE fit and the configs' solvers keep orientation on all 8,192 latents of every mixture; the few-NFE
 fits on one mixture fold up to 67% of the latents of the narrow mixtures they never saw, and "bespoke 2d
-default" (2, 3, 8 NFE) and "bespoke set" (2-5 NFE) fold 0.1-4.7% with VP's trained network, whose x0_hat
+default" (2, 3, 8 NFE) and "bespoke set" (2-5 NFE) fold 0.06-4.7% with VP's trained network, whose x0_hat
 these fits never saw. Tried at 10 NFE this stop and dropped (VE; side scripts, not in the JSON lines): (a) a
 state-dependent solver, each weight and ratio of step i affine in a per-sample feature, the normalised ratio
 log(|y_i - d_i| / |y_(i-1) - d_(i-1)|) that tells a sample's local mode width (exact within one isotropic
