@@ -364,7 +364,9 @@ from one fit to the next (2,048- and 4,096-latent batches), within the fit's own
 0.003. A grid fitted to 3d narrow alone (200 Adam steps, then 8,192 fresh latents; side runs, not in the JSON
 lines) reaches 3.7e-3 with UniPC-3 bh2, 4.4e-3 with UniPC-2 and 5.8e-3 with UniPC-3 bh1 at 10 NFE, and
 sigma_end 0.02 / 0.08 in place of 0.05 gave 9.4e-3 / 2.8e-3 there but 0.008 on the ring: the grid alone
-does not bring this solver family under 0.003 on narrow modes at 10 NFE. AYS (Sabour et al. 2024):
+does not bring this solver family under 0.003 on narrow modes at 10 NFE.
+
+AYS (Sabour et al. 2024):
 "ays" minimises our implementation of their KLUB for the first-order stochastic sampler (`sampling/ays.py`,
 the expectation over the true path's forward-process pairs) on the default mixture; "ays sd15" is their
 published 10-step Stable Diffusion 1.5 schedule (DDPM timesteps 999, 850, 736, 645, 545, 455, 343, 233,
@@ -373,7 +375,9 @@ scaled-linear betas, 14.615 ... 0.029) with its log-sigma profile mapped onto ou
 log-linearly for other step counts, as they recommend. The KLUB of the stochastic sampler grows with the
 ratio of consecutive noise levels even where the ODE is nearly linear, so it spends the steps at low noise
 and leaves one long first step; with these ODE samplers the AYS grids are far worse than the exact-KL grids
-and, on broad mixtures, than the fixed log-SNR grid. Bespoke solvers (Shaul et al. 2024, "Bespoke
+and, on broad mixtures, than the fixed log-SNR grid.
+
+Bespoke solvers (Shaul et al. 2024, "Bespoke
 Non-Stationary Solvers"; `sampling/bespoke.py`): n NFE, the state at which the model is evaluated next is
 r_i y_i + sum_j w_ij d_j over all evaluations so far (y = x / alpha, d = x0_hat), so every step has its own
 weights; DDIM, DPM-Solver++ and UniPC with its corrector are points of this family
@@ -473,13 +477,17 @@ at 0.05), the Gaussian start matches the free start at 2-3 NFE (a one-mixture fi
 moments into its weights) and beats it at 4 NFE: 0.23 and 0.22e-3 against 0.34 and 0.32e-3 with the exact
 score, 1.45 and 1.43e-3 against 1.69 and 1.85e-3 with the trained networks (configs/*_gmm_bespoke.py sample
 with it); on the narrow mixtures it folds 13-63% of the latents (the "Folds" list), so the 1.3-2.3 nats its
-cells read there are not KLs. Folds: `metrics.sampler_kl` also reports the fraction of latents where det J_F <=
+cells read there are not KLs.
+
+Folds: `metrics.sampler_kl` also reports the fraction of latents where det J_F <=
 0 (the change of variables needs a bijection; the ODE's own map keeps orientation everywhere), found while
 prototyping a solver whose weights depend on the state (below). Every fixed sampler but EDM Heun at 5 NFE,
 every 10-NFE fit and the configs' solvers keep orientation on all 8,192 latents of every mixture; the few-NFE
 fits on one mixture fold up to 67% of the latents of the narrow mixtures they never saw, and "bespoke 2d
 default" (2, 3, 8 NFE) and "bespoke set" (2-5 NFE) fold 0.06-4.7% with VP's trained network, whose x0_hat
-these fits never saw. Tried at 10 NFE this stop and dropped (VE; side scripts, not in the JSON lines): (a) a
+these fits never saw.
+
+Tried at 10 NFE and dropped (VE; side scripts, not in the JSON lines): (a) a
 state-dependent solver, each weight and ratio of step i affine in a per-sample feature, the normalised ratio
 log(|y_i - d_i| / |y_(i-1) - d_(i-1)|) that tells a sample's local mode width (exact within one isotropic
 Gaussian mode), fitted from the earlier fast configs' solver on the wide set, 300 steps at 1e-4: the circle went from
@@ -528,7 +536,7 @@ def report(rows) -> str:
     lines += _schedule_table(rows, sde)
   lines += _transfer_table(rows) + _model_table(rows)
   notes = NOTES.format(tw=ENDS["tweedie"]["sigma_end"], hf=ENDS["half"]["sigma_end"], di=ENDS["direct"]["sigma_end"])
-  lines += [notes.replace("\n", " "), "",
+  lines += ["\n\n".join(p.replace("\n", " ") for p in notes.split("\n\n")), "",
             f"Plot: `benchmarks/{os.path.basename(PLOT)}` (KL vs NFE, log-log, ± 1 SE; top: the default mixture, "
             "bottom: 3d narrow, held out but for the bespoke solver fitted on it; the star is the fast "
             "configs' setting (" + ", ".join(f"{k.upper()} {n} NFE" for k, n in FAST_NFE.items())
