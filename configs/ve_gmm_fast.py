@@ -14,8 +14,9 @@ its first evaluation, at a noise level of ~18, is then left out (`grid_opt.with_
 which moves the KL by at most 0.35e-3 on any mixture. Measured (benchmarks/RESULTS.md, "Samplers: exact KL
 vs NFE"; the `sampler_kl` evaluator measures it in every run): with this config's own trained network (seed
 0, which the fit never saw) 1.0e-3 nats, below the network's own 1.7e-3 at 500 NFE (its x0_hat is least
-accurate at high noise, where the Gaussian start stands in for it); with exact scores 0.15e-3 on the default mixture, 0.3-2.9e-3 on six others and 3.3-5.6e-3 on three with modes
-of standard deviation 0.1-0.15 (no solver of this family reached 3e-3 on all of them at 10 NFE).
+accurate at high noise, where the Gaussian start stands in for it); with exact scores 0.15e-3 on the default
+mixture, 0.3-2.9e-3 on six others and 3.3-5.6e-3 on three with modes of standard deviation 0.1-0.15 (no
+single solver of this family reached 3e-3 on all of them at 10 NFE).
 """
 
 from configs.default_toy import get_default_configs
