@@ -409,7 +409,8 @@ def folds_section(args) -> None:
   other sections by these rows (the "drop" section records its own)."""
   fits = load_bespoke(args.grids)
   for sde_name in args.sdes:
-    sde, network = SDES[sde_name], trained_score(sde_name, EVAL_SEED, args.workdir)[1]
+    sde = SDES[sde_name]
+    network = None if args.folds_part == "fixed" else trained_score(sde_name, EVAL_SEED, args.workdir)[1]
     for (fit, s, nfe), (timesteps, coefficients, start_log_snr) in fits.items():
       if s != sde_name or args.folds_part == "fixed":
         continue
